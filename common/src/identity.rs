@@ -330,6 +330,34 @@ mod tests {
     }
 
     #[test]
+    fn identity_peer_vector() {
+        let v = crate::testvec::Vector::load("identity_peer");
+        let key =
+            PKey::private_key_from_raw_bytes(&v.bytes("ed25519_seed"), Id::ED25519).expect("key");
+        assert_eq!(key.raw_public_key().expect("pk"), v.bytes("ed25519_public"));
+        assert_eq!(key.public_key_to_der().expect("spki"), v.bytes("spki"));
+        // The SPKI of an Ed25519 key is a fixed 12-byte prefix and the key.
+        let mut spki = hex::decode("302a300506032b6570032100").expect("hex");
+        spki.extend_from_slice(&v.bytes("ed25519_public"));
+        assert_eq!(spki, v.bytes("spki"));
+        let id = TlsIdentity::from_parts(X509::from_der(&v.bytes("cert_der")).expect("cert"), key)
+            .expect("identity");
+        assert_eq!(id.pin().0, v.array::<32>("pin"));
+        assert_eq!(id.pin().0, crate::crypto::sha256(&spki));
+        assert_eq!(
+            pin_of_cert_der(&v.bytes("cert_der")).expect("pin").0,
+            v.array::<32>("pin")
+        );
+        let onion = crate::crypto::X25519Secret::from_bytes(v.array("onion_secret")).expect("x");
+        assert_eq!(onion.public(), v.array::<32>("onion_public"));
+        // The documented context bytes.
+        assert_eq!(
+            hex::encode(ANNOUNCE_SIG_CONTEXT),
+            "616e6f6d6f732d616e6e6f756e63652d763100"
+        );
+    }
+
+    #[test]
     fn pin_is_sha256_of_spki() {
         let id = test_identity();
         let spki = id.key().public_key_to_der().expect("spki");
