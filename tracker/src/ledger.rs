@@ -182,6 +182,7 @@ impl Ledger {
             let kb = b.ratio.unwrap_or(f64::INFINITY);
             kb.total_cmp(&ka)
                 .then(b.totals.relayed.cmp(&a.totals.relayed))
+                .then(a.pseudonym.cmp(&b.pseudonym))
         });
         rows.truncate(n);
         rows
