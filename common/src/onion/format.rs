@@ -139,7 +139,10 @@ mod tests {
             next_gamma: [0xbb; 16],
         };
         let bytes = relay.encode();
-        assert_eq!(&bytes[..16], &hex::decode("01123400000000000102030405060708").expect("hex")[..16]);
+        assert_eq!(
+            &bytes[..16],
+            &hex::decode("01123400000000000102030405060708").expect("hex")[..16]
+        );
         assert_eq!(Block::decode(&bytes).expect("decode"), relay);
         let exit = Block::Exit { expiry: 9 };
         assert_eq!(Block::decode(&exit.encode()).expect("decode"), exit);
@@ -172,9 +175,15 @@ mod tests {
         assert_eq!(ExitPayload::decode(&p).expect("decode"), payload);
         let mut bad = p;
         bad[0] = 2;
-        assert!(matches!(ExitPayload::decode(&bad), Err(PeelError::BadPayload(_))));
+        assert!(matches!(
+            ExitPayload::decode(&bad),
+            Err(PeelError::BadPayload(_))
+        ));
         let mut bad = p;
         bad[7] = 1;
-        assert!(matches!(ExitPayload::decode(&bad), Err(PeelError::BadPayload(_))));
+        assert!(matches!(
+            ExitPayload::decode(&bad),
+            Err(PeelError::BadPayload(_))
+        ));
     }
 }

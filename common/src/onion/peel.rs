@@ -7,9 +7,7 @@
 
 use super::format::Block;
 use super::schedule::{HopKeys, HS_LEN};
-use super::{
-    ExitPayload, PeelError, Peeled, TrackingCode, BETA_LEN, BLOCK_LEN, MAX_CODE_LIFETIME,
-};
+use super::{ExitPayload, PeelError, Peeled, TrackingCode, BETA_LEN, BLOCK_LEN, MAX_CODE_LIFETIME};
 use crate::crypto::{ct_eq, CryptoError, X25519Secret};
 use crate::replay::ReplayCache;
 use zeroize::Zeroize;
@@ -27,9 +25,7 @@ pub fn peel(
 ) -> Result<Peeled, PeelError> {
     // 1–2. Agree on s; openssl itself refuses the all-zero result.
     let alpha = code.alpha();
-    let s = onion_secret
-        .agree(&alpha)
-        .map_err(|_| PeelError::WeakKey)?;
+    let s = onion_secret.agree(&alpha).map_err(|_| PeelError::WeakKey)?;
     let keys = HopKeys::derive(&s)?;
 
     // 3. The MAC, in constant time, before anything else is used.
@@ -82,12 +78,10 @@ pub fn peel(
         Block::Exit { .. } => {
             // 8. The exit opens and parses the payload; its expiry must be
             // the one every hop saw.
-            let mut plain = keys
-                .open_exit(&delta)
-                .map_err(|e| match e {
-                    CryptoError::BadTag => PeelError::BadPayload("does not open"),
-                    other => PeelError::Crypto(other),
-                })?;
+            let mut plain = keys.open_exit(&delta).map_err(|e| match e {
+                CryptoError::BadTag => PeelError::BadPayload("does not open"),
+                other => PeelError::Crypto(other),
+            })?;
             let payload = ExitPayload::decode(&plain);
             plain.zeroize();
             let payload = payload?;
