@@ -293,3 +293,28 @@ fn to_response(interval: u64, o: AnnounceOutcome) -> AnnounceResponse {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let req = |from: &str| {
+            TestRequest::default()
+                .peer_addr(SocketAddr::new(from.parse().unwrap(), 5000))
+                .insert_header(("x-forwarded-for", "1.1.1.1, 2.2.2.2"))
+                .to_http_request()
+        };
+        let spoofed = client_ip(&req("192.0.2.9"), &[proxy]);
+        assert_eq!(spoofed, Some("192.0.2.9".parse().unwrap()));
+        let proxied = client_ip(&req("10.0.0.1"), &[proxy]);
+        assert_eq!(
+            proxied,
+            Some("2.2.2.2".parse().unwrap()),
+            "last hop, added by our proxy"
+        );
+    }
+}

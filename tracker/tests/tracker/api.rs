@@ -145,3 +145,54 @@ async fn bad_inputs_are_refused_and_honest_announces_go_on() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     t.stop().await.unwrap();
 }
+
+/// The real binary: prints where it listens and its pin (the same one
+/// `anomos-tracker pin` prints), and exits cleanly on SIGTERM.
+#[test]
+fn binary_prints_pin_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_anomos-tracker");
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut served = None;
+    for line in lines.by_ref().take(3) {
+        let line = line.unwrap();
+        if let Some(pin) = line.strip_prefix("tracker pin ") {
+            served = Some(pin.to_owned());
+        }
+    }
+    let out = std::process::Command::new(bin)
+        .args(["pin", "--data-dir"])
+        .arg(dir.path())
+        .output();
+    let printed = String::from_utf8(out.unwrap().stdout).unwrap();
+    assert_eq!(served.as_deref(), Some(printed.trim()));
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "tracker did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(dir.path().join("ledger.sqlite3").exists());
+}
