@@ -132,3 +132,29 @@ async fn ten_peers_converge_fail_refill_and_get_circuits() {
     assert_eq!(t.metrics.circuits_planned.get(), r.circuits.len() as u64);
     t.stop().await.unwrap();
 }
+
+/// A peer that announces somebody else's listener fails the reachability
+/// check: it gets no neighbours and is never handed out.
+#[actix_rt::test]
+async fn unreachable_or_imposter_peer_is_not_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker::run(test_config(dir.path())).await.unwrap();
+    let honest = [TestPeer::start().await, TestPeer::start().await];
+    let mut imposter = TestPeer::start().await;
+    imposter.port = honest[0].port; // presents honest[0]'s certificate
+    let r = imposter
+        .announce(t.api_addr, &imposter.request(PeerEvent::Started))
+        .await;
+    assert!(r.neighbours.is_empty());
+    for p in &honest {
+        p.announce(t.api_addr, &p.request(PeerEvent::Started)).await;
+    }
+    for p in &honest {
+        let r = p
+            .announce(t.api_addr, &p.request(PeerEvent::Heartbeat))
+            .await;
+        assert_eq!(r.neighbours.len(), 1, "only the other honest peer");
+        assert!(r.neighbours.iter().all(|n| n.pin.0 != imposter.peer_id().0));
+    }
+    t.stop().await.unwrap();
+}
