@@ -100,10 +100,11 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(128))]
 
         /// Same bytes as the EVP-based primitives, for any key, salt, input
-        /// and output length.
+        /// and output length (openssl refuses an empty HMAC key, so keys
+        /// start at one byte; the onion's are 15 and 32).
         #[test]
         fn matches_the_crypto_module(
-            key in prop::collection::vec(any::<u8>(), 0..150),
+            key in prop::collection::vec(any::<u8>(), 1..150),
             msg in prop::collection::vec(any::<u8>(), 0..300),
             info in prop::collection::vec(any::<u8>(), 0..40),
             len in 1usize..300,
