@@ -32,6 +32,7 @@
 mod build;
 mod error;
 mod format;
+mod kdf;
 mod peel;
 mod schedule;
 
