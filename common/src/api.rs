@@ -144,7 +144,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest | ErrorCode::Unsupported => 400,
             ErrorCode::TooLarge => 413,
-            ErrorCode::Unauthorized | ErrorCode::Stale => 403,
+            ErrorCode::Unauthorized | ErrorCode::Stale => 401,
             ErrorCode::Replayed => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
@@ -257,7 +257,7 @@ mod tests {
         assert_eq!(ErrorCode::RateLimited.http_status(), 429);
         assert_eq!(ErrorCode::Internal.http_status(), 500);
         assert_eq!(ApiError::Stale.code(), ErrorCode::Stale);
-        assert_eq!(ApiError::BadSignature.code().http_status(), 403);
+        assert_eq!(ApiError::BadSignature.code().http_status(), 401);
     }
 
     #[test]

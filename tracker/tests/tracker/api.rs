@@ -94,16 +94,16 @@ async fn bad_inputs_are_refused_and_honest_announces_go_on() {
     .unwrap();
     forged.body = victim.body.clone();
     let (s, b) = post(t.api_addr, &forged.encode().unwrap()).await;
-    assert_eq!((s, code_of(&b)), (403, ErrorCode::Unauthorized));
+    assert_eq!((s, code_of(&b)), (401, ErrorCode::Unauthorized));
     let mut flipped = victim.clone();
     flipped.signature[0] ^= 1;
     let (s, b) = post(t.api_addr, &flipped.encode().unwrap()).await;
-    assert_eq!((s, code_of(&b)), (403, ErrorCode::Unauthorized));
+    assert_eq!((s, code_of(&b)), (401, ErrorCode::Unauthorized));
     // Stale: ten minutes in the past.
     let mut old = honest.request(PeerEvent::Heartbeat);
     old.timestamp -= 600;
     let (s, b) = post(t.api_addr, &honest.signed(&old)).await;
-    assert_eq!((s, code_of(&b)), (403, ErrorCode::Stale));
+    assert_eq!((s, code_of(&b)), (401, ErrorCode::Stale));
     // Replayed: the same signed bytes twice.
     let once = attacker.signed(&attacker.request(PeerEvent::Started));
     assert_eq!(post(t.api_addr, &once).await.0, 200);
