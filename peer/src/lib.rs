@@ -1,0 +1,4 @@
+//! The Anomos peer: relays for others, seeds and downloads through circuits.
+
+pub mod link;
+pub mod metrics;
