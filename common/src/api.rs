@@ -144,7 +144,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest | ErrorCode::Unsupported => 400,
             ErrorCode::TooLarge => 413,
-            ErrorCode::Unauthorized | ErrorCode::Stale => 403,
+            ErrorCode::Unauthorized | ErrorCode::Stale => 401,
             ErrorCode::Replayed => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
@@ -232,12 +232,8 @@ fn map_decode_error(e: bincode::error::DecodeError) -> ApiError {
     use bincode::error::DecodeError as B;
     let why = match e {
         B::UnexpectedEnd { .. } => "truncated",
-        B::LimitExceeded => {
-            return ApiError::TooLarge {
-                len: MAX_RESPONSE_BODY + 1,
-                max: MAX_RESPONSE_BODY,
-            }
-        }
+        // A length prefix claiming more than any body may hold.
+        B::LimitExceeded => "length over limit",
         B::InvalidIntegerType { .. } => "bad integer",
         B::UnexpectedVariant { .. } => "unknown enum variant",
         B::Utf8 { .. } => "invalid utf-8",
@@ -261,7 +257,7 @@ mod tests {
         assert_eq!(ErrorCode::RateLimited.http_status(), 429);
         assert_eq!(ErrorCode::Internal.http_status(), 500);
         assert_eq!(ApiError::Stale.code(), ErrorCode::Stale);
-        assert_eq!(ApiError::BadSignature.code().http_status(), 403);
+        assert_eq!(ApiError::BadSignature.code().http_status(), 401);
     }
 
     #[test]
@@ -308,5 +304,10 @@ mod tests {
             Err(ApiError::Decode(DecodeError::Malformed("truncated")))
         ));
         assert!(ApiErrorBody::decode(&[8, 0]).is_err());
+        // A string length of 2^32 in a 7-byte body.
+        assert!(matches!(
+            ApiErrorBody::decode(&[3, 0xfd, 0, 0, 0, 0, 1, 0, 0, 0]),
+            Err(ApiError::Decode(_))
+        ));
     }
 }

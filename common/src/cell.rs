@@ -37,6 +37,7 @@ pub const CELL_BODY_LEN: usize = CELL_LEN - CELL_HEADER_LEN;
 /// `onion::CODE_LEN`; kept as its own constant so the link layer treats the
 /// code as opaque bytes and does not depend on the onion module.
 pub const CREATE_CODE_LEN: usize = 656;
+const _: () = assert!(CREATE_CODE_LEN == crate::onion::CODE_LEN);
 
 /// The command byte of a cell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -19,8 +19,9 @@
 //! Integrity is per hop: `gamma` authenticates the whole code (alpha, beta
 //! and the payload) under a key only that hop can derive, so a relay that
 //! flips any bit to "tag" a code for a colluder further on sees it dropped at
-//! the very next hop. Replays are caught by a per-hop [`ReplayCache`] keyed by
-//! a tag derived from the shared secret.
+//! the very next hop. Replays are caught by a per-hop
+//! [`ReplayCache`](crate::replay::ReplayCache) keyed by a tag derived from the
+//! shared secret.
 //!
 //! Costs (the budget in `DESIGN.md` §6): peeling is one X25519 agreement plus
 //! symmetric work; building is two X25519 operations per hop (the
@@ -31,6 +32,7 @@
 mod build;
 mod error;
 mod format;
+mod kdf;
 mod peel;
 mod schedule;
 

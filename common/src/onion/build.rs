@@ -69,7 +69,7 @@ pub fn build_with(
         let s = secret
             .agree(&hop.onion_public)
             .map_err(|_| OnionError::WeakKey(i))?;
-        let k = HopKeys::derive(&s)?;
+        let k = HopKeys::derive(&s);
         alphas.push(secret.public());
         streams.push(k.header_stream()?);
         keys.push(k);
@@ -97,7 +97,7 @@ pub fn build_with(
     xor(&mut beta[..head], &streams[n - 1][..head]);
     beta[head..].copy_from_slice(&filler);
     keys[n - 1].xor_payload(&mut delta)?;
-    let mut gamma = keys[n - 1].gamma(&alphas[n - 1], &beta, &delta)?;
+    let mut gamma = keys[n - 1].gamma(&alphas[n - 1], &beta, &delta);
 
     // Backwards: beta_i = (block_i ‖ beta_{i+1}[0 .. (r−1)·b]) XOR HS_i[0 .. r·b].
     for i in (0..n - 1).rev() {
@@ -114,7 +114,7 @@ pub fn build_with(
         xor(&mut prev, &streams[i][..r * b]);
         beta = prev;
         keys[i].xor_payload(&mut delta)?;
-        gamma = keys[i].gamma(&alphas[i], &beta, &delta)?;
+        gamma = keys[i].gamma(&alphas[i], &beta, &delta);
     }
 
     for hs in streams.iter_mut() {

@@ -1,15 +1,14 @@
 //! The per-hop key schedule: everything a hop derives from its shared secret.
 //!
 //! One HKDF call yields all keys, so each hop pays for one extract and seven
-//! expand blocks, not one HKDF per key (the openssl context set-up dominates
-//! at these sizes). The order of the output is part of the protocol
-//! (`PROTOCOL.md` §3.2).
+//! expand blocks, not one HKDF per key. HKDF and HMAC run on the low-level
+//! SHA-256 (see `kdf`): openssl's per-call context set-up would otherwise
+//! cost more than the hashing. The order of the output is part of the
+//! protocol (`PROTOCOL.md` §3.2).
 
+use super::kdf::{hkdf, Hmac};
 use super::{ALPHA_LEN, BETA_LEN, BLOCK_LEN, EXIT_PAYLOAD_LEN, MAX_HOPS, SEALED_PAYLOAD_LEN};
-use crate::crypto::{
-    hkdf_sha256, hmac_sha256, AesCtr, AesGcm, CryptoError, LayerKeys, SharedSecret, GCM_NONCE_LEN,
-    TAG_LEN,
-};
+use crate::crypto::{AesCtr, AesGcm, CryptoError, LayerKeys, SharedSecret, GCM_NONCE_LEN, TAG_LEN};
 use crate::replay::ReplayTag;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -52,9 +51,9 @@ impl HopKeys {
     /// `HKDF(salt "anomos-onion-v1", ikm s, info "keys", 220)`, split in
     /// order: mac 32, header key 16, header iv 16, payload key 16, payload
     /// iv 16, replay tag 16, exit key 32, exit nonce 12, forward 32, backward 32.
-    pub(super) fn derive(s: &SharedSecret) -> Result<Self, CryptoError> {
+    pub(super) fn derive(s: &SharedSecret) -> Self {
         let mut okm = [0u8; OKM_LEN];
-        hkdf_sha256(KDF_SALT, &s.0, KDF_INFO, &mut okm)?;
+        hkdf(KDF_SALT, &s.0, KDF_INFO, &mut okm);
         let at = &mut 0;
         let keys = HopKeys {
             mac: take(&okm, at),
@@ -72,7 +71,7 @@ impl HopKeys {
         };
         debug_assert_eq!(*at, OKM_LEN);
         okm.zeroize();
-        Ok(keys)
+        keys
     }
 
     /// XOR the header keystream `HS` into `buf` (`beta ‖ 0^BLOCK_LEN` at a hop).
@@ -101,11 +100,12 @@ impl HopKeys {
         alpha: &[u8; ALPHA_LEN],
         beta: &[u8],
         delta: &[u8; SEALED_PAYLOAD_LEN],
-    ) -> Result<[u8; 16], CryptoError> {
-        let full = hmac_sha256(&self.mac, &[alpha, &beta[..BETA_LEN], delta])?;
+    ) -> [u8; 16] {
+        let mut full = Hmac::new(&self.mac).mac(&[alpha, &beta[..BETA_LEN], delta]);
         let mut out = [0u8; 16];
         out.copy_from_slice(&full[..16]);
-        Ok(out)
+        full.zeroize();
+        out
     }
 
     /// Seal the exit payload: `ciphertext (80) ‖ tag (16)`.

@@ -267,7 +267,7 @@ fn craft(
     plain: [u8; EXIT_PAYLOAD_LEN],
 ) -> TrackingCode {
     let eph = X25519Secret::from_bytes([0x33; 32]).expect("key");
-    let keys = HopKeys::derive(&eph.agree(&hop.public()).expect("agree")).expect("keys");
+    let keys = HopKeys::derive(&eph.agree(&hop.public()).expect("agree"));
     let mut beta = [0u8; BETA_LEN];
     beta[..BLOCK_LEN].copy_from_slice(&block);
     let hs = keys.header_stream().expect("ctr");
@@ -276,7 +276,7 @@ fn craft(
     }
     let mut delta = keys.seal_exit(&plain).expect("seal");
     keys.xor_payload(&mut delta).expect("ctr");
-    let gamma = keys.gamma(&eph.public(), &beta, &delta).expect("mac");
+    let gamma = keys.gamma(&eph.public(), &beta, &delta);
     TrackingCode::from_parts(&eph.public(), &beta, &gamma, &delta)
 }
 

@@ -229,8 +229,9 @@ fn pipeline_table() -> HashMap<u32, (u32, usize)> {
 
 /// Forward one batch of `cell_len`-byte cells as a relay does: read the
 /// header, look the circuit up, remove one CTR layer from the body in place,
-/// rewrite the circuit id and append the cell to the outbound batch. Written
-/// over slices so the four sizes run the very same code.
+/// append the cell to the outbound batch and rewrite its circuit id there
+/// (so the inbound batch keeps its ids and can be replayed every iteration).
+/// Written over slices so the four sizes run the very same code.
 fn forward_batch(
     cell_len: usize,
     batch: &mut [u8],
@@ -250,8 +251,9 @@ fn forward_batch(
         layers[layer]
             .apply(&mut cell[CELL_HEADER_LEN..])
             .expect("ctr");
-        cell[..4].copy_from_slice(&next.to_be_bytes());
+        let at = out.len();
         out.extend_from_slice(cell);
+        out[at..at + 4].copy_from_slice(&next.to_be_bytes());
     }
 }
 
@@ -297,8 +299,11 @@ fn cell_pipeline(c: &mut Criterion) {
                 layers[layer]
                     .remove_forward(cell.body_mut())
                     .expect("layer");
-                cell.set_circ(CircuitId(next));
+                let at = out.len();
                 out.extend_from_slice(chunk);
+                CellMut::new(&mut out[at..])
+                    .expect("whole cell")
+                    .set_circ(CircuitId(next));
             }
             black_box(&out);
         })

@@ -1,0 +1,244 @@
+use super::*;
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+fn pid(i: u16) -> PeerId {
+    let mut b = [0u8; 32];
+    b[..2].copy_from_slice(&i.to_be_bytes());
+    PeerId(b)
+}
+
+fn addr(i: u16, ip: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, ip], 1000 + i))
+}
+
+fn join(g: &mut NeighbourGraph, rng: &mut StdRng, i: u16, ip: u8) {
+    g.upsert(pid(i), addr(i, ip));
+    g.set_reachable(pid(i), addr(i, ip), true);
+    g.refill(pid(i), rng);
+}
+
+/// Both ends list the same edge under the same NID, and nobody lists a NID twice.
+fn assert_views_agree(g: &NeighbourGraph) {
+    g.check_invariants().unwrap();
+    let ids: Vec<PeerId> = g.peers().map(|v| v.id).collect();
+    for a in &ids {
+        let ns = g.neighbours(*a);
+        let nids: HashSet<Nid> = ns.iter().map(|n| n.nid).collect();
+        assert_eq!(nids.len(), ns.len(), "duplicate NID at one peer");
+        for n in ns {
+            let back = g.neighbours(n.peer);
+            let m = back
+                .iter()
+                .find(|m| m.peer == *a && m.nid == n.nid)
+                .expect("one-sided edge");
+            assert_ne!(m.dial, n.dial, "exactly one end dials");
+        }
+    }
+}
+
+/// After refilling everyone, a peer below `min` has no possible candidate.
+fn assert_refilled(g: &mut NeighbourGraph, rng: &mut StdRng) {
+    let ids: Vec<PeerId> = g.peers().map(|v| v.id).collect();
+    for id in &ids {
+        g.refill(*id, rng);
+    }
+    let cfg = g.config().clone();
+    for id in &ids {
+        let v = g.vertex(*id).unwrap().clone();
+        assert!(v.degree() <= cfg.max_degree);
+        if v.degree() < cfg.min_degree {
+            let open = g.peers().any(|o| {
+                o.id != *id
+                    && o.reachable
+                    && o.degree() < cfg.max_degree
+                    && g.nid_between(*id, o.id).is_none()
+                    && g.ips_compatible(o.addr.ip(), v.addr.ip())
+            });
+            assert!(!open, "peer below min degree although a candidate is open");
+        }
+    }
+}
+
+#[test]
+fn newcomer_gets_min_degree_and_same_nid_both_ends() {
+    let mut g = NeighbourGraph::new(GraphConfig::default());
+    let mut rng = StdRng::seed_from_u64(1);
+    for i in 0..20 {
+        join(&mut g, &mut rng, i, i as u8);
+    }
+    // Early joiners had few candidates; their next announce refills them.
+    for i in 0..20 {
+        g.refill(pid(i), &mut rng);
+    }
+    assert_views_agree(&g);
+    for v in g.peers() {
+        assert!(v.degree() >= 4 && v.degree() <= 6, "degree {}", v.degree());
+    }
+}
+
+#[test]
+fn same_ip_peers_are_never_neighbours_unless_allowed() {
+    let mut g = NeighbourGraph::new(GraphConfig::default());
+    let mut rng = StdRng::seed_from_u64(2);
+    for i in 0..12 {
+        join(&mut g, &mut rng, i, (i % 3) as u8);
+    }
+    for v in g.peers() {
+        for n in g.neighbours(v.id) {
+            assert_ne!(n.addr.ip(), v.addr.ip());
+        }
+    }
+    let mut g = NeighbourGraph::new(GraphConfig {
+        allow_same_ip: true,
+        ..Default::default()
+    });
+    for i in 0..6 {
+        join(&mut g, &mut rng, i, 1);
+    }
+    assert!(g.peers().all(|v| v.degree() >= 4));
+}
+
+#[test]
+fn unreachable_peer_gets_no_edges() {
+    let mut g = NeighbourGraph::new(GraphConfig::default());
+    let mut rng = StdRng::seed_from_u64(3);
+    for i in 0..6 {
+        join(&mut g, &mut rng, i, i as u8);
+    }
+    assert!(g.upsert(pid(99), addr(99, 99)));
+    assert!(g.refill(pid(99), &mut rng).is_empty());
+    g.set_reachable(pid(99), addr(98, 99), true); // stale check for an old address
+    assert!(!g.vertex(pid(99)).unwrap().reachable);
+}
+
+#[test]
+fn failed_nid_drops_both_ends_and_other_end_is_told() {
+    let mut g = NeighbourGraph::new(GraphConfig::default());
+    let mut rng = StdRng::seed_from_u64(4);
+    for i in 0..8 {
+        join(&mut g, &mut rng, i, i as u8);
+    }
+    for i in 0..8 {
+        g.take_dropped(pid(i));
+    }
+    let n = g.neighbours(pid(0))[0];
+    g.fail_links(pid(0), &[n.nid]);
+    assert!(g.nid_between(pid(0), n.peer).is_none());
+    assert_eq!(g.take_dropped(n.peer), vec![n.nid]);
+    assert!(g.take_dropped(pid(0)).is_empty());
+    assert_views_agree(&g);
+}
+
+#[test]
+fn quarantined_nid_is_not_reused_before_the_peer_is_told() {
+    let cfg = GraphConfig {
+        min_degree: 1,
+        max_degree: 2,
+        ..Default::default()
+    };
+    let mut g = NeighbourGraph::new(cfg);
+    let mut rng = StdRng::seed_from_u64(5);
+    join(&mut g, &mut rng, 0, 0);
+    join(&mut g, &mut rng, 1, 1);
+    let nid = g.nid_between(pid(0), pid(1)).unwrap();
+    g.fail_links(pid(1), &[nid]);
+    join(&mut g, &mut rng, 2, 2);
+    g.refill(pid(0), &mut rng);
+    let fresh = g.nid_between(pid(0), pid(2)).unwrap();
+    assert_ne!(fresh, nid, "NID reused while still pending in dropped");
+    assert_eq!(g.take_dropped(pid(0)), vec![nid]);
+}
+
+#[test]
+fn restart_rebuilds_only_two_sided_edges() {
+    let mut g = NeighbourGraph::new(GraphConfig {
+        min_degree: 0,
+        ..Default::default()
+    });
+    let mut rng = StdRng::seed_from_u64(6);
+    for i in 0..3 {
+        join(&mut g, &mut rng, i, i as u8);
+    }
+    // 0 and 1 both hold nid 7; 0 also claims nid 9 to 2, which 2 denies.
+    g.hold_links(pid(0), &[(Nid(7), pid(1)), (Nid(9), pid(2))], 100);
+    assert!(
+        g.nid_between(pid(0), pid(1)).is_none(),
+        "one side is not enough"
+    );
+    g.hold_links(pid(1), &[(Nid(7), pid(0))], 101);
+    assert_eq!(g.nid_between(pid(0), pid(1)), Some(Nid(7)));
+    g.hold_links(pid(2), &[], 102);
+    assert!(g.nid_between(pid(0), pid(2)).is_none());
+    assert_eq!(g.take_dropped(pid(0)), vec![Nid(9)]);
+    assert_views_agree(&g);
+}
+
+#[test]
+fn unconfirmed_claim_expires() {
+    let mut g = NeighbourGraph::new(GraphConfig {
+        min_degree: 0,
+        ..Default::default()
+    });
+    let mut rng = StdRng::seed_from_u64(7);
+    join(&mut g, &mut rng, 0, 0);
+    g.hold_links(pid(0), &[(Nid(3), pid(50))], 10);
+    g.expire_claims(10 + 119);
+    assert!(g.take_dropped(pid(0)).is_empty());
+    g.expire_claims(10 + 120);
+    assert_eq!(g.take_dropped(pid(0)), vec![Nid(3)]);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Join(u16, u8),
+    Fail(u16, usize),
+    Leave(u16),
+    Announce(u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u16..40, 0u8..12).prop_map(|(i, ip)| Op::Join(i, ip)),
+        2 => (0u16..40, 0usize..6).prop_map(|(i, k)| Op::Fail(i, k)),
+        1 => (0u16..40).prop_map(Op::Leave),
+        2 => (0u16..40).prop_map(Op::Announce),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Many joins, failures and leaves: views agree, no NID collisions,
+    /// degrees within bounds after refill.
+    #[test]
+    fn assignment_stays_consistent(ops in proptest::collection::vec(op(), 1..200), seed: u64) {
+        let mut g = NeighbourGraph::new(GraphConfig::default());
+        let mut rng = StdRng::seed_from_u64(seed);
+        for o in ops {
+            match o {
+                Op::Join(i, ip) => join(&mut g, &mut rng, i, ip),
+                Op::Fail(i, k) => {
+                    if let Some(n) = g.neighbours(pid(i)).get(k).copied() {
+                        g.fail_links(pid(i), &[n.nid]);
+                        g.refill(pid(i), &mut rng);
+                        g.refill(n.peer, &mut rng);
+                    }
+                }
+                Op::Leave(i) => g.remove(pid(i)),
+                Op::Announce(i) => {
+                    let held: Vec<(Nid, PeerId)> =
+                        g.neighbours(pid(i)).iter().map(|n| (n.nid, n.peer)).collect();
+                    g.fail_links(pid(i), &[]);
+                    g.hold_links(pid(i), &held, 0);
+                    g.take_dropped(pid(i));
+                    g.refill(pid(i), &mut rng);
+                }
+            }
+            assert_views_agree(&g);
+        }
+        assert_refilled(&mut g, &mut rng);
+        assert_views_agree(&g);
+    }
+}
