@@ -1,4 +1,5 @@
 //! The Anomos peer: relays for others, seeds and downloads through circuits.
 
+pub mod core;
 pub mod link;
 pub mod metrics;
