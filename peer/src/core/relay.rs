@@ -503,6 +503,14 @@ impl RelayCore {
         }
     }
 
+    /// BREAK(destroyed) every circuit (shutdown). Local endpoints get `Closed`.
+    pub fn break_all(&mut self, now: Instant) {
+        let keys: Vec<CircKey> = self.circuits.keys().copied().collect();
+        for key in keys {
+            self.kill(now, key, BreakReason::Destroyed, None);
+        }
+    }
+
     /// Live circuits (relayed and local).
     pub fn circuit_count(&self) -> usize {
         self.circuits.len()
