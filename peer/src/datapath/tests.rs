@@ -145,8 +145,17 @@ async fn recv_all(mut r: impl AsyncReadExt + Unpin, pattern: &[u8]) -> std::io::
         if n == 0 {
             return Ok(got);
         }
-        for (i, b) in buf[..n].iter().enumerate() {
-            assert_eq!(*b, pattern[(got + i) % pattern.len()], "byte {}", got + i);
+        // Compare slice by slice (memcmp), wrapping around the pattern.
+        let mut done = 0;
+        while done < n {
+            let at = (got + done) % pattern.len();
+            let len = (n - done).min(pattern.len() - at);
+            assert!(
+                buf[done..done + len] == pattern[at..at + len],
+                "bytes differ near {}",
+                got + done
+            );
+            done += len;
         }
         got += n;
     }
