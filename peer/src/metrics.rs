@@ -6,7 +6,8 @@
 //! tests can run several peers in one process.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Handles to the peer's metrics. Cheap to clone (the handles are `Arc`s).
@@ -51,35 +52,64 @@ impl Metrics {
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
-        let counter_vec = |name: &str, help: &str, label: &str| -> Result<IntCounterVec, prometheus::Error> {
-            let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
+        let counter_vec =
+            |name: &str, help: &str, label: &str| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
         let circuit_setup_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "anomos_circuit_setup_seconds",
                 "Time from CREATE to an open end-to-end channel, at the originator.",
             )
-            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
         )?;
         registry.register(Box::new(circuit_setup_seconds.clone()))?;
         Ok(Self {
-            relay_bytes: counter("anomos_relay_bytes_total", "Bytes of DATA cells relayed for others.")?,
-            circuits_active: gauge("anomos_circuits_active", "Circuits in this peer's circuit table.")?,
+            relay_bytes: counter(
+                "anomos_relay_bytes_total",
+                "Bytes of DATA cells relayed for others.",
+            )?,
+            circuits_active: gauge(
+                "anomos_circuits_active",
+                "Circuits in this peer's circuit table.",
+            )?,
             neighbors_connected: gauge("anomos_neighbors_connected", "Neighbour links up.")?,
-            uploaded_bytes: counter("anomos_uploaded_bytes_total", "Payload bytes served as a source.")?,
-            downloaded_bytes: counter("anomos_downloaded_bytes_total", "Payload bytes received as a downloader.")?,
-            cells_dropped: counter_vec("anomos_cells_dropped_total", "Cells dropped, by reason.", "reason")?,
+            uploaded_bytes: counter(
+                "anomos_uploaded_bytes_total",
+                "Payload bytes served as a source.",
+            )?,
+            downloaded_bytes: counter(
+                "anomos_downloaded_bytes_total",
+                "Payload bytes received as a downloader.",
+            )?,
+            cells_dropped: counter_vec(
+                "anomos_cells_dropped_total",
+                "Cells dropped, by reason.",
+                "reason",
+            )?,
             protocol_violations: counter_vec(
                 "anomos_protocol_violations_total",
                 "Protocol violations by neighbours, by kind.",
                 "kind",
             )?,
-            circuits_built: counter("anomos_circuits_built_total", "Originated circuits that opened.")?,
-            circuits_failed: counter("anomos_circuits_failed_total", "Originated circuits that failed.")?,
+            circuits_built: counter(
+                "anomos_circuits_built_total",
+                "Originated circuits that opened.",
+            )?,
+            circuits_failed: counter(
+                "anomos_circuits_failed_total",
+                "Originated circuits that failed.",
+            )?,
             circuit_setup_seconds,
-            announces: counter_vec("anomos_announces_total", "Announces sent, by result.", "result")?,
+            announces: counter_vec(
+                "anomos_announces_total",
+                "Announces sent, by result.",
+                "result",
+            )?,
             registry,
         })
     }

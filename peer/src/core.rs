@@ -1,0 +1,3 @@
+//! Sans-IO state machines of the peer: no tokio, no actix, time and RNG injected.
+
+pub mod backoff;
