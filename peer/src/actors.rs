@@ -79,3 +79,71 @@ pub trait Plane: Clone + 'static {
     /// Break every circuit and wait (bounded) for the acknowledgements.
     fn shutdown(&self) -> LocalFuture<()>;
 }
+
+/// The real data path behind the actors.
+mod datapath_plane {
+    use super::*;
+    use crate::datapath::{CircuitStream, DataPath, DataPathEvent, LinkHandle};
+    use std::rc::Rc;
+
+    impl LinkWatch for Rc<LinkHandle> {
+        fn close(&self) {
+            LinkHandle::close(self);
+        }
+        fn closed(&self) -> LocalFuture<&'static str> {
+            let h = self.clone();
+            Box::pin(async move { LinkHandle::closed(&h).await })
+        }
+    }
+
+    impl Plane for DataPath {
+        type Link = Rc<LinkHandle>;
+        type Stream = CircuitStream;
+        fn attach_link(&self, link: EstablishedLink) -> Self::Link {
+            Rc::new(DataPath::attach_link(self, link))
+        }
+        fn drop_nid(&self, nid: Nid) {
+            DataPath::drop_nid(self, nid);
+        }
+        fn originate(
+            &self,
+            grant: CircuitGrant,
+        ) -> LocalFuture<Result<CircuitStream, &'static str>> {
+            let dp = self.clone();
+            Box::pin(async move { DataPath::originate(&dp, grant).await.map_err(|e| e.kind()) })
+        }
+        fn serve(&self, infohash: InfoHash) -> mpsc::Receiver<CircuitStream> {
+            DataPath::serve(self, infohash)
+        }
+        fn unserve(&self, infohash: InfoHash) {
+            DataPath::unserve(self, infohash);
+        }
+        fn events(&self) -> mpsc::UnboundedReceiver<PlaneEvent> {
+            let mut from = DataPath::events(self);
+            let (tx, rx) = mpsc::unbounded_channel();
+            actix_rt::spawn(async move {
+                while let Some(ev) = from.recv().await {
+                    let ev = match ev {
+                        DataPathEvent::LinkClosed { nid, .. } => PlaneEvent::LinkClosed { nid },
+                        DataPathEvent::CircuitFailed { nids } => PlaneEvent::CircuitFailed { nids },
+                        DataPathEvent::Misbehaving { nid } => PlaneEvent::Misbehaving { nid },
+                    };
+                    if tx.send(ev).is_err() {
+                        return;
+                    }
+                }
+            });
+            rx
+        }
+        fn relayed_bytes(&self) -> u64 {
+            DataPath::relayed_bytes(self)
+        }
+        fn links(&self) -> Vec<(Nid, PeerId)> {
+            DataPath::links(self)
+        }
+        fn shutdown(&self) -> LocalFuture<()> {
+            let dp = self.clone();
+            Box::pin(async move { DataPath::shutdown(&dp).await })
+        }
+    }
+}

@@ -47,6 +47,8 @@ pub struct PeerConfig {
     pub unknown_nid_wait_ms: u64,
     /// Timeout of one HTTP exchange with the tracker.
     pub tracker_timeout_ms: u64,
+    /// A link silent this long (not even keep-alive PADDING) is closed.
+    pub link_idle_timeout_ms: u64,
 }
 
 impl Default for PeerConfig {
@@ -67,6 +69,7 @@ impl Default for PeerConfig {
             handshake_timeout_ms: 10_000,
             unknown_nid_wait_ms: 5_000,
             tracker_timeout_ms: 20_000,
+            link_idle_timeout_ms: 60_000,
         }
     }
 }
@@ -131,7 +134,10 @@ impl PeerConfig {
         if self.dial_retry_ms == 0 || self.dial_retry_max_ms < self.dial_retry_ms {
             return bad("need 0 < dial_retry_ms <= dial_retry_max_ms");
         }
-        if self.handshake_timeout_ms == 0 || self.tracker_timeout_ms == 0 {
+        if self.handshake_timeout_ms == 0
+            || self.tracker_timeout_ms == 0
+            || self.link_idle_timeout_ms == 0
+        {
             return bad("timeouts must be positive");
         }
         Ok(())

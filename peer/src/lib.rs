@@ -15,6 +15,7 @@
 pub mod actors;
 pub mod config;
 pub mod core;
+pub mod datapath;
 pub mod error;
 pub mod identity_store;
 pub mod link;
@@ -38,6 +39,7 @@ use crate::actors::neighbor::NeighborDeps;
 use crate::actors::tracker::{TrackerActor, TrackerMsg, TrackerSettings};
 use crate::actors::Plane;
 use crate::config::PeerConfig;
+use crate::datapath::{DataPath, DataPathConfig};
 use crate::metrics::Metrics;
 use crate::net::listen::{spawn_listener, AcceptContext};
 use crate::net::tracker_client::{TrackerClient, TrackerUrl};
@@ -105,6 +107,18 @@ impl<P: Plane> RunningPeer<P> {
             t.abort();
         }
     }
+}
+
+/// A peer on the real data path.
+pub type Peer = RunningPeer<DataPath>;
+
+/// Start a peer with the default data path. Must run inside an actix system.
+pub async fn run_peer(cfg: PeerConfig) -> anyhow::Result<Peer> {
+    let dp_cfg = DataPathConfig {
+        idle_timeout: Duration::from_millis(cfg.link_idle_timeout_ms),
+        ..DataPathConfig::default()
+    };
+    run_peer_with(cfg, move |m, onion| DataPath::new(dp_cfg, m, onion)).await
 }
 
 /// Start a peer on the data path `make_plane` builds from the metrics and

@@ -123,8 +123,14 @@ async fn run<P: Plane>(
                         continue;
                     }
                     if let Some(old) = up.take() {
+                        // A verified link from the pinned peer while ours is
+                        // up: the other end saw ours die first. Let the data
+                        // path forget the old one before attaching.
                         old.close();
-                        deps.metrics.neighbors_connected.dec();
+                        if let Some(c) = closed.take() {
+                            c.await;
+                        }
+                        settle(&deps.plane, nid).await;
                     }
                     dialing = None;
                     next_dial = None;
@@ -135,7 +141,6 @@ async fn run<P: Plane>(
             reason = maybe(&mut closed) => {
                 up = None;
                 closed = None;
-                deps.metrics.neighbors_connected.dec();
                 tracing::info!(reason, "neighbour link closed");
                 let _ = deps.tracker.send(TrackerMsg::LinkFailed { nid });
                 if n.dial {
@@ -166,9 +171,20 @@ async fn run<P: Plane>(
     }
     if let Some(link) = up.take() {
         link.close();
-        deps.metrics.neighbors_connected.dec();
     }
     deps.plane.drop_nid(nid);
+}
+
+/// Wait (bounded) until the data path no longer holds a link for `nid`:
+/// it forgets a closed link in its own task, and refuses a second link for
+/// a NID it still holds.
+async fn settle<P: Plane>(plane: &P, nid: Nid) {
+    for _ in 0..200 {
+        if !plane.links().iter().any(|(n, _)| *n == nid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[allow(clippy::type_complexity)]
@@ -178,7 +194,6 @@ fn attach<P: Plane>(
 ) -> (Option<P::Link>, Option<LocalFuture<&'static str>>) {
     let handle = deps.plane.attach_link(link);
     let closed = handle.closed();
-    deps.metrics.neighbors_connected.inc();
     tracing::debug!("neighbour link up");
     (Some(handle), Some(closed))
 }

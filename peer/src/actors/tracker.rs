@@ -194,7 +194,10 @@ impl<P: Plane> TrackerActor<P> {
     fn handle(&mut self, m: TrackerMsg<P::Stream>) -> bool {
         match m {
             TrackerMsg::AnnounceSoon => true,
-            TrackerMsg::LinkFailed { nid } => self.failed.insert(nid) || true,
+            TrackerMsg::LinkFailed { nid } => {
+                self.failed.insert(nid);
+                true
+            }
             TrackerMsg::LinkAccepted(link) => {
                 match self.neighbours.get(&link.nid) {
                     Some((_, tx)) => {
