@@ -56,11 +56,9 @@ pub struct LinkHandle {
 impl LinkHandle {
     /// Close the link (reason `closed`); its circuits get BREAK.
     pub fn close(&self) {
-        match &self.io {
-            Some(io) => io.close("closed"),
-            None => {
-                self.close_tx.send_if_modified(|_| false);
-            }
+        // A refused link (`io == None`) is closed already.
+        if let Some(io) = &self.io {
+            io.close("closed");
         }
     }
 
