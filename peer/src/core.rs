@@ -6,5 +6,6 @@
 //! deterministic simulation in tests. Each machine has a `STATE.md` next to
 //! it that lists its states, legal messages, transitions and invariants.
 
+pub mod backoff;
 pub mod link;
 pub mod relay;
