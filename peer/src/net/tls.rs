@@ -11,7 +11,9 @@
 use anomos_common::identity::{pin_of_x509, PeerIdentity};
 use anomos_common::Pin;
 use openssl::error::ErrorStack;
-use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslRef, SslVerifyMode, SslVersion};
+use openssl::ssl::{
+    SslAcceptor, SslConnector, SslContextBuilder, SslMethod, SslRef, SslVerifyMode, SslVersion,
+};
 use openssl::x509::X509StoreContextRef;
 
 /// Accept any chain: the pin is checked after the handshake.
@@ -19,16 +21,23 @@ fn accept_any(_preverify: bool, _ctx: &mut X509StoreContextRef) -> bool {
     true
 }
 
-/// The listener's context: our certificate, TLS 1.3 only, client
-/// certificate requested (not required).
-pub fn link_acceptor(id: &PeerIdentity) -> Result<SslAcceptor, ErrorStack> {
-    let mut b = SslAcceptor::mozilla_modern_v5(SslMethod::tls_server())?;
+/// What both ends of a link share: TLS 1.3 only, our certificate, and the
+/// peer's certificate requested but checked by pin after the handshake.
+fn configure_link(b: &mut SslContextBuilder, id: &PeerIdentity) -> Result<(), ErrorStack> {
     b.set_min_proto_version(Some(SslVersion::TLS1_3))?;
     b.set_max_proto_version(Some(SslVersion::TLS1_3))?;
     b.set_private_key(id.tls().key())?;
     b.set_certificate(id.tls().cert())?;
     b.check_private_key()?;
     b.set_verify_callback(SslVerifyMode::PEER, accept_any);
+    Ok(())
+}
+
+/// The listener's context: our certificate, TLS 1.3 only, client
+/// certificate requested (not required).
+pub fn link_acceptor(id: &PeerIdentity) -> Result<SslAcceptor, ErrorStack> {
+    let mut b = SslAcceptor::mozilla_modern_v5(SslMethod::tls_server())?;
+    configure_link(&mut b, id)?;
     // One-shot links: session tickets only add state.
     b.set_num_tickets(0)?;
     Ok(b.build())
@@ -37,12 +46,7 @@ pub fn link_acceptor(id: &PeerIdentity) -> Result<SslAcceptor, ErrorStack> {
 /// The dialer's context: our certificate as client certificate, TLS 1.3.
 pub fn link_connector(id: &PeerIdentity) -> Result<SslConnector, ErrorStack> {
     let mut b = SslConnector::builder(SslMethod::tls_client())?;
-    b.set_min_proto_version(Some(SslVersion::TLS1_3))?;
-    b.set_max_proto_version(Some(SslVersion::TLS1_3))?;
-    b.set_private_key(id.tls().key())?;
-    b.set_certificate(id.tls().cert())?;
-    b.check_private_key()?;
-    b.set_verify_callback(SslVerifyMode::PEER, accept_any);
+    configure_link(&mut b, id)?;
     Ok(b.build())
 }
 
