@@ -117,13 +117,13 @@ fn announced(p: &Peer) -> u64 {
     p.metrics.announces.with_label_values(&["ok"]).get()
 }
 
-/// Poll `f` every 20 ms until it holds or `limit` passes; the time it took.
-async fn within<F, Fut>(limit: Duration, mut f: F) -> Option<Duration>
+/// Poll `f` every 20 ms until it holds or `limit` after `start` passes;
+/// the time since `start` when it held.
+async fn within<F, Fut>(start: Instant, limit: Duration, mut f: F) -> Option<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
     while start.elapsed() < limit {
         if f().await {
             return Some(start.elapsed());
@@ -179,20 +179,24 @@ async fn relay_dies_under_a_circuit(
     // Kill right after the originator's announce, so its next regular one
     // is a whole interval away.
     let leech_n = announced(leech);
-    let synced = within(Duration::from_secs(ANNOUNCE_INTERVAL_SECS + 5), || async {
+    let wait = Duration::from_secs(ANNOUNCE_INTERVAL_SECS + 5);
+    let synced = within(Instant::now(), wait, || async {
         announced(leech) > leech_n
     })
     .await;
     assert!(synced.is_some(), "the originator stopped announcing");
     let (leech_n, seed_n) = (announced(leech), announced(seed));
     let tracker_n = tracker_announces(t).await;
-    relays.swap_remove(victim).kill().await;
     let killed = Instant::now();
+    relays.swap_remove(victim).kill().await;
 
     let early = Duration::from_secs(2);
-    let tracker_took = within(early, || async { tracker_announces(t).await > tracker_n }).await;
-    let leech_took = within(early, || async { announced(leech) > leech_n }).await;
-    let seed_took = within(early, || async { announced(seed) > seed_n }).await;
+    let tracker_took = within(killed, early, || async {
+        tracker_announces(t).await > tracker_n
+    })
+    .await;
+    let leech_took = within(killed, early, || async { announced(leech) > leech_n }).await;
+    let seed_took = within(killed, early, || async { announced(seed) > seed_n }).await;
     eprintln!(
         "after SIGKILL: tracker {tracker_took:?}, originator {leech_took:?}, exit {seed_took:?} \
          (interval {ANNOUNCE_INTERVAL_SECS} s)"
