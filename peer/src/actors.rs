@@ -1,18 +1,33 @@
-//! The peer's actors: one Neighbor per NID and one TrackerClient.
+//! The peer's control plane: three kinds of actix actors on the system
+//! arbiter, the same thread as the data path (so they share its `Rc`
+//! handles without locks).
 //!
-//! Both are mailbox-driven tasks on the actix system arbiter (the same
-//! thread as the data path, so they share its `Rc` handles without locks).
-//! Each is a sequential workflow (dial → hold → back off → re-dial;
-//! announce → apply → wait), which reads best as one `select!` loop over
-//! its mailbox, its timers and the futures it waits on. Mailboxes are
-//! unbounded: they carry low-rate control messages only, never cells.
+//! * [`neighbor::Neighbor`], one per NID the tracker assigns: dials (with
+//!   back-off) or waits for the neighbour, hands the verified link to the
+//!   data path and watches it.
+//! * [`relay::Relay`], one per peer: owns the data path for control —
+//!   originating circuits from grants, serving infohashes, dropping NIDs,
+//!   statistics for the announce, the ordered shutdown — and turns the data
+//!   path's events into messages to the Tracker actor.
+//! * [`tracker::Tracker`], one per peer: periodic and early announces, and
+//!   applying the answers (starts and stops Neighbor actors, sends grants to
+//!   the Relay actor).
 //!
-//! The actors talk to the data path through [`Plane`], the part of the
-//! `DataPath` API (PEER_DESIGN.md) they use, so they can be tested with a
+//! The bulk data path is not here: cells move between link tasks inside
+//! `DataPath` with no actor message per cell. Actor mailboxes carry control
+//! messages only (a handful per link, circuit or announce), and every actor
+//! sets a bounded mailbox; see ARCHITECTURE.md, "Peer actor topology".
+//!
+//! The actors reach the data path through [`Plane`], the part of the
+//! `DataPath` API (PEER_DESIGN.md) they use, so they can be tested against a
 //! recording double.
 
 pub mod neighbor;
+pub mod relay;
 pub mod tracker;
+
+#[cfg(test)]
+pub(crate) mod testkit;
 
 use std::future::Future;
 use std::pin::Pin as StdPin;
@@ -33,8 +48,10 @@ pub enum PlaneEvent {
     LinkClosed {
         /// Its NID.
         nid: Nid,
+        /// Why, a fixed kind.
+        reason: &'static str,
     },
-    /// A circuit this peer originated or relayed failed; the first hop's NID if known.
+    /// A circuit this peer originated failed; the first hop's NID if known.
     CircuitFailed {
         /// NIDs to report as failed.
         nids: Vec<Nid>,
@@ -55,11 +72,11 @@ pub trait LinkWatch: 'static {
 }
 
 /// The data path, as the actors use it.
-pub trait Plane: Clone + 'static {
+pub trait Plane: Clone + Unpin + 'static {
     /// Handle of an attached link.
-    type Link: LinkWatch;
+    type Link: LinkWatch + Unpin;
     /// One open circuit end.
-    type Stream: 'static;
+    type Stream: Send + Unpin + 'static;
     /// Start carrying cells on a verified link.
     fn attach_link(&self, link: EstablishedLink) -> Self::Link;
     /// The tracker dropped the NID: break its circuits, close the link.
@@ -70,12 +87,14 @@ pub trait Plane: Clone + 'static {
     fn serve(&self, infohash: InfoHash) -> mpsc::Receiver<Self::Stream>;
     /// Stop accepting circuits for `infohash`.
     fn unserve(&self, infohash: InfoHash);
-    /// Link and circuit failures (taken once).
+    /// A new subscription to link and circuit failures.
     fn events(&self) -> mpsc::UnboundedReceiver<PlaneEvent>;
     /// Bytes relayed for others, cumulative.
     fn relayed_bytes(&self) -> u64;
     /// Links held now.
     fn links(&self) -> Vec<(Nid, PeerId)>;
+    /// Live circuits in the table (relayed and local).
+    fn circuits(&self) -> usize;
     /// Break every circuit and wait (bounded) for the acknowledgements.
     fn shutdown(&self) -> LocalFuture<()>;
 }
@@ -124,7 +143,9 @@ mod datapath_plane {
             actix_rt::spawn(async move {
                 while let Some(ev) = from.recv().await {
                     let ev = match ev {
-                        DataPathEvent::LinkClosed { nid, .. } => PlaneEvent::LinkClosed { nid },
+                        DataPathEvent::LinkClosed { nid, reason } => {
+                            PlaneEvent::LinkClosed { nid, reason }
+                        }
                         DataPathEvent::CircuitFailed { nids } => PlaneEvent::CircuitFailed { nids },
                         DataPathEvent::Misbehaving { nid } => PlaneEvent::Misbehaving { nid },
                     };
@@ -140,6 +161,9 @@ mod datapath_plane {
         }
         fn links(&self) -> Vec<(Nid, PeerId)> {
             DataPath::links(self)
+        }
+        fn circuits(&self) -> usize {
+            DataPath::circuit_count(self)
         }
         fn shutdown(&self) -> LocalFuture<()> {
             let dp = self.clone();

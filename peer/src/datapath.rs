@@ -8,9 +8,11 @@
 //! grew (one `Notify` per link). Peels (one X25519 each) go to tokio's
 //! blocking pool and come back as [`RelayCore::peel_done`].
 //!
-//! Setup, teardown and accounting happen here too, inline, instead of in a
-//! separate Relay actor: they are a few core calls each, and a mailbox hop
-//! would only add latency and an unbounded queue.
+//! The Relay actor (`actors::relay`) drives this type for control: it asks
+//! for circuits, serves torrents, drops NIDs, reads the accounting and turns
+//! data-path events into announces. The per-cell work never goes through a
+//! mailbox: set-up and teardown cells are handled inline by the core as they
+//! arrive, like DATA.
 
 mod link_io;
 mod stream;

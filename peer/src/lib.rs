@@ -2,13 +2,15 @@
 //!
 //! [`run_peer_with`] wires one peer inside the current actix system: the
 //! identity (per tracker, from the data dir or ephemeral), the link
-//! listener, the operator listener, the TrackerClient actor and, per NID
-//! the tracker assigns, a Neighbor actor that hands verified links to the
-//! data path. `main.rs` only parses the command line and calls it; tests
-//! call it in-process on `127.0.0.1:0`.
+//! listener, the operator listener, and the actors (see [`actors`]): the
+//! Tracker actor, the Relay actor that owns the data path for control, and
+//! per NID the tracker assigns a Neighbor actor that hands verified links to
+//! the data path. `main.rs` only parses the command line and calls it;
+//! tests call it in-process on `127.0.0.1:0`.
 //!
-//! Shutdown order ([`RunningPeer::stop`]): the data path breaks every
-//! circuit, the tracker hears `stopped`, then links and listeners close.
+//! Shutdown order ([`RunningPeer::stop`]): the Tracker actor stops
+//! announcing, the Relay actor breaks every circuit, the tracker hears
+//! `stopped`, the Neighbor actors close their links, then the listeners end.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -28,15 +30,19 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::prelude::*;
 use anomos_common::api::Neighbour;
 use anomos_common::crypto::X25519Secret;
 use anomos_common::{InfoHash, PeerId};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-use crate::actors::neighbor::NeighborDeps;
-use crate::actors::tracker::{TrackerActor, TrackerMsg, TrackerSettings};
+use crate::actors::neighbor::{LinkAccepted, NeighborDeps};
+use crate::actors::relay::{Relay, RelayReports, Serve, Unserve};
+use crate::actors::tracker::{
+    HttpsAnnouncer, Stop, Tracker, TrackerSettings, UnknownNidSeen, WantCircuits,
+};
 use crate::actors::Plane;
 use crate::config::PeerConfig;
 use crate::datapath::{DataPath, DataPathConfig};
@@ -44,6 +50,9 @@ use crate::metrics::Metrics;
 use crate::net::listen::{spawn_listener, AcceptContext};
 use crate::net::tracker_client::{TrackerClient, TrackerUrl};
 use crate::net::NeighbourTable;
+
+/// Circuits for a served torrent queued before the application takes them.
+const SERVE_QUEUE: usize = 64;
 
 /// A started peer: its identity, where it listens, and its controls.
 pub struct RunningPeer<P: Plane> {
@@ -56,7 +65,8 @@ pub struct RunningPeer<P: Plane> {
     /// This peer's metrics.
     pub metrics: Metrics,
     plane: P,
-    tracker: mpsc::UnboundedSender<TrackerMsg<P::Stream>>,
+    tracker: Addr<Tracker<P>>,
+    relay: Addr<Relay<P>>,
     table: watch::Receiver<NeighbourTable>,
     tasks: Vec<actix_rt::task::JoinHandle<()>>,
 }
@@ -69,21 +79,30 @@ impl<P: Plane> std::fmt::Debug for RunningPeer<P> {
 
 impl<P: Plane> RunningPeer<P> {
     /// Serve `infohash` as an exit: circuits naming it arrive on the
-    /// receiver, and announces list the torrent as seeded.
+    /// receiver, and announces list the torrent as seeded. Dropping the
+    /// receiver stops serving it.
     pub fn serve(&self, infohash: InfoHash) -> mpsc::Receiver<P::Stream> {
-        let rx = self.plane.serve(infohash);
-        let _ = self.tracker.send(TrackerMsg::Seed { infohash });
+        let (deliver, rx) = mpsc::channel(SERVE_QUEUE);
+        self.relay.do_send(Serve { infohash, deliver });
         rx
+    }
+
+    /// Stop accepting new circuits for `infohash` (open ones stay); the
+    /// next announce reports the torrent stopped.
+    pub fn unserve(&self, infohash: InfoHash) {
+        self.relay.do_send(Unserve { infohash });
     }
 
     /// Ask the tracker for `n` circuits to sources of `infohash` (announced
     /// as leeching with `circuits_wanted`); opened circuits arrive on the
     /// receiver. Circuits that fail to open are asked for again.
     pub fn want_circuits(&self, infohash: InfoHash, n: u16) -> mpsc::Receiver<P::Stream> {
-        let (tx, rx) = mpsc::channel(usize::from(n.max(1)));
-        let _ = self
-            .tracker
-            .send(TrackerMsg::WantCircuits { infohash, n, tx });
+        let (deliver, rx) = mpsc::channel(usize::from(n.max(1)));
+        self.tracker.do_send(WantCircuits {
+            infohash,
+            n,
+            deliver,
+        });
         rx
     }
 
@@ -97,12 +116,14 @@ impl<P: Plane> RunningPeer<P> {
         &self.plane
     }
 
+    /// The Relay actor (statistics, serving).
+    pub fn relay(&self) -> &Addr<Relay<P>> {
+        &self.relay
+    }
+
     /// Break circuits, announce `stopped`, close links and listeners.
     pub async fn stop(self) {
-        let (done, wait) = oneshot::channel();
-        if self.tracker.send(TrackerMsg::Stop { done }).is_ok() {
-            let _ = wait.await;
-        }
+        let _ = self.tracker.send(Stop).await;
         for t in &self.tasks {
             t.abort();
         }
@@ -149,9 +170,27 @@ where
         metrics_addr = Some(l.local_addr()?);
         tasks.push(net::http::spawn_operator(l, metrics.clone()));
     }
+    let client = TrackerClient::new(
+        url,
+        cfg.tracker_pin,
+        Duration::from_millis(cfg.tracker_timeout_ms),
+    )?;
+
+    // The Tracker and Relay actors name each other: create the Tracker's
+    // context first so its address exists before the Relay starts.
+    let tracker_ctx = Context::<Tracker<P>>::new();
+    let tracker = tracker_ctx.address();
+    let relay = Relay::new(
+        plane.clone(),
+        RelayReports {
+            circuit_failed: tracker.clone().recipient(),
+            misbehaved: tracker.clone().recipient(),
+            serving: tracker.clone().recipient(),
+        },
+    )
+    .start();
 
     let (table_tx, table_rx) = watch::channel::<NeighbourTable>(Arc::new(BTreeMap::new()));
-    let (tracker_tx, tracker_rx) = mpsc::unbounded_channel();
     let deps = Rc::new(NeighborDeps {
         plane: plane.clone(),
         me: id.peer_id(),
@@ -161,16 +200,18 @@ where
         retry_max: Duration::from_millis(cfg.dial_retry_max_ms),
         failures_reported: cfg.dial_failures_reported,
         metrics: metrics.clone(),
-        tracker: tracker_tx.clone(),
+        tracker: tracker.clone().recipient(),
+        relay: relay.clone().recipient(),
     });
     let accept = Rc::new(AcceptContext {
         acceptor: net::tls::link_acceptor(&id)?,
         me: id.peer_id(),
         table: table_rx.clone(),
         on_unknown_nid: {
-            let t = tracker_tx.clone();
-            Box::new(move |_| {
-                let _ = t.send(TrackerMsg::AnnounceSoon);
+            let t = tracker.clone();
+            // A full mailbox already holds a reason to announce early.
+            Box::new(move |nid| {
+                let _ = t.try_send(UnknownNidSeen { nid });
             })
         },
         handshake_timeout: cfg.handshake_timeout(),
@@ -178,42 +219,43 @@ where
         metrics: metrics.clone(),
     });
     let on_link = {
-        let t = tracker_tx.clone();
+        let t = tracker.clone();
         Rc::new(move |link| {
-            let _ = t.send(TrackerMsg::LinkAccepted(link));
+            if t.try_send(LinkAccepted { link }).is_err() {
+                tracing::warn!("control mailbox full: incoming link closed");
+            }
         })
     };
     tasks.push(spawn_listener(listener, accept, on_link));
 
-    let client = TrackerClient::new(
-        url,
-        cfg.tracker_pin,
-        Duration::from_millis(cfg.tracker_timeout_ms),
-    )?;
     let settings = TrackerSettings {
         listen_port: listen_addr.port(),
         min_gap: Duration::from_millis(cfg.min_announce_gap_ms),
         retry: Duration::from_millis(cfg.tracker_retry_ms),
         retry_max: Duration::from_millis(cfg.tracker_retry_max_ms),
     };
-    let actor = TrackerActor::new(
-        client,
+    let announcer = Rc::new(HttpsAnnouncer {
+        id: id.clone(),
+        client: Rc::new(tokio::sync::Mutex::new(client)),
+    });
+    let actor = Tracker::new(
+        announcer,
         id.clone(),
         settings,
-        plane.clone(),
         metrics.clone(),
+        relay.clone(),
         deps,
         table_tx,
-        tracker_tx.clone(),
     );
-    actix_rt::spawn(actor.run(tracker_rx));
+    tracker_ctx.run(actor);
     Ok(RunningPeer {
         peer_id: id.peer_id(),
         listen_addr,
         metrics_addr,
         metrics,
         plane,
-        tracker: tracker_tx,
+        tracker,
+        relay,
         table: table_rx,
         tasks,
     })

@@ -1,7 +1,9 @@
 //! Eight relay processes and two in-process endpoints on one tracker: the
 //! overlay links up as assigned, a stranger's certificate is refused, a
-//! circuit through at least two relays carries 64 MiB each way intact, and
-//! SIGTERM makes a relay announce `stopped` and exit 0.
+//! circuit through at least two relays carries 64 MiB each way intact,
+//! SIGTERM makes a relay announce `stopped` and exit 0, and SIGKILL of a
+//! relay on the circuit ends it with an error at both ends, which then
+//! re-announce early.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
-use crate::util::{metric, peer_config, tracker_config, tracker_edges, Relay};
+use crate::util::{
+    metric, peer_config, tracker_announces, tracker_config, tracker_edges, Relay,
+    ANNOUNCE_INTERVAL_SECS,
+};
 
 const RELAYS: usize = 8;
 const H: InfoHash = InfoHash([0x42; 32]);
@@ -76,12 +81,17 @@ async fn scenario() {
     for p in [&seed, &leech] {
         assert_eq!(p.metrics.relay_bytes.get(), 0, "an endpoint relayed");
     }
-    drop((a, b));
 
-    // SIGTERM: exit 0 after announcing `stopped` (the session TTL is two
-    // minutes, so only `stopped` removes it this fast).
+    // SIGTERM a relay off the circuit: exit 0 after announcing `stopped`
+    // (the session TTL is two minutes, so only `stopped` removes it this
+    // fast).
+    let off_path = before
+        .iter()
+        .zip(&after)
+        .position(|(x, y)| *y - *x < PAYLOAD as f64)
+        .expect("every relay carried the circuit");
     let peers = t.metrics.peers.get();
-    let r = relays.pop().unwrap();
+    let r = relays.swap_remove(off_path);
     assert_eq!(r.terminate().await, 0);
     let deadline = Instant::now() + Duration::from_secs(10);
     while t.metrics.peers.get() != peers - 1 {
@@ -92,12 +102,123 @@ async fn scenario() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    relay_dies_under_a_circuit(&t, &mut relays, &seed, &leech, a, b).await;
+
     leech.stop().await;
     seed.stop().await;
     for r in relays {
         assert_eq!(r.terminate().await, 0);
     }
     t.stop().await.unwrap();
+}
+
+/// Announces of an in-process peer the tracker took.
+fn announced(p: &Peer) -> u64 {
+    p.metrics.announces.with_label_values(&["ok"]).get()
+}
+
+/// Poll `f` every 20 ms until it holds or `limit` after `start` passes;
+/// the time since `start` when it held.
+async fn within<F, Fut>(start: Instant, limit: Duration, mut f: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    while start.elapsed() < limit {
+        if f().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Read until the stream ends; whether it ended with an error.
+async fn ends_with_error(mut r: impl AsyncReadExt + Unpin) -> bool {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Keep bytes flowing on the open circuit, SIGKILL a relay on its path
+/// (one whose relayed bytes are rising and that links to the exit), then:
+/// both ends see the circuit end with an error, and both re-announce within
+/// two seconds, well before the announce interval (the originator for the
+/// failed circuit, the exit for the lost link).
+async fn relay_dies_under_a_circuit(
+    t: &tracker::RunningTracker,
+    relays: &mut Vec<Relay>,
+    seed: &Peer,
+    leech: &Peer,
+    a: CircuitStream,
+    b: CircuitStream,
+) {
+    let (ar, mut aw) = tokio::io::split(a);
+    let (br, _bw) = tokio::io::split(b);
+    let writer = actix_rt::spawn(async move {
+        let chunk = vec![7u8; 64 * 1024];
+        while aw.write_all(&chunk).await.is_ok() {}
+    });
+    let b_ended = actix_rt::spawn(tokio::time::timeout(
+        Duration::from_secs(20),
+        ends_with_error(br),
+    ));
+    let first = relay_bytes(relays).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = relay_bytes(relays).await;
+    let exit_links: Vec<_> = seed.plane().links().into_iter().map(|(_, p)| p).collect();
+    let victim = (0..relays.len())
+        .find(|&i| second[i] > first[i] && exit_links.contains(&relays[i].peer_id))
+        .expect("no relay next to the exit is carrying the circuit");
+
+    // Kill right after the originator's announce, so its next regular one
+    // is a whole interval away.
+    let leech_n = announced(leech);
+    let wait = Duration::from_secs(ANNOUNCE_INTERVAL_SECS + 5);
+    let synced = within(Instant::now(), wait, || async {
+        announced(leech) > leech_n
+    })
+    .await;
+    assert!(synced.is_some(), "the originator stopped announcing");
+    let (leech_n, seed_n) = (announced(leech), announced(seed));
+    let tracker_n = tracker_announces(t).await;
+    let killed = Instant::now();
+    relays.swap_remove(victim).kill().await;
+
+    let early = Duration::from_secs(2);
+    let tracker_took = within(killed, early, || async {
+        tracker_announces(t).await > tracker_n
+    })
+    .await;
+    let leech_took = within(killed, early, || async { announced(leech) > leech_n }).await;
+    let seed_took = within(killed, early, || async { announced(seed) > seed_n }).await;
+    eprintln!(
+        "after SIGKILL: tracker {tracker_took:?}, originator {leech_took:?}, exit {seed_took:?} \
+         (interval {ANNOUNCE_INTERVAL_SECS} s)"
+    );
+    assert!(tracker_took.is_some(), "the tracker heard nothing");
+    assert!(
+        leech_took.is_some(),
+        "the originator did not re-announce early"
+    );
+    assert!(seed_took.is_some(), "the exit did not re-announce early");
+
+    let b_err = b_ended.await.unwrap().expect("exit end still open");
+    assert!(b_err, "the exit's circuit ended without an error");
+    let a_err = tokio::time::timeout(Duration::from_secs(10), ends_with_error(ar))
+        .await
+        .expect("originator end still open");
+    assert!(a_err, "the originator's circuit ended without an error");
+    tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("writes still accepted on a dead circuit")
+        .unwrap();
+    eprintln!("circuit ends closed {:?} after SIGKILL", killed.elapsed());
 }
 
 /// Wait until every peer holds as many links as the tracker assigned:

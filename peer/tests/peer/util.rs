@@ -10,15 +10,18 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-/// A tracker for tests: loopback, same-IP neighbours, fast announces,
-/// a session TTL long enough that only `stopped` removes a peer quickly.
+/// A tracker for tests: loopback, same-IP neighbours, a session TTL long
+/// enough that only `stopped` removes a peer quickly, and an announce
+/// interval long enough that an early re-announce stands out (the overlay
+/// links up through early announces: the newcomer dials, and an unknown
+/// NID on an incoming link makes the other end announce at once).
 pub fn tracker_config(dir: &Path) -> tracker::config::Config {
     tracker::config::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         metrics: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         allow_same_ip: true,
-        announce_interval_secs: 2,
+        announce_interval_secs: ANNOUNCE_INTERVAL_SECS,
         session_ttl_secs: 120,
         rate_per_ip: 10_000.0,
         burst_per_ip: 10_000.0,
@@ -26,6 +29,24 @@ pub fn tracker_config(dir: &Path) -> tracker::config::Config {
         burst_per_peer: 100.0,
         ..tracker::config::Config::default()
     }
+}
+
+/// The tracker's announce interval in the tests.
+pub const ANNOUNCE_INTERVAL_SECS: u64 = 10;
+
+/// Sum of every sample of `name` (all label values) in Prometheus text.
+pub fn sample_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|r| r.starts_with('{') || r.starts_with(' '))
+        .filter_map(|r| r.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// Announces the tracker has answered, all results.
+pub async fn tracker_announces(t: &tracker::RunningTracker) -> f64 {
+    let body = http_get(t.operator_addr, "/metrics", Some(&t.admin_token)).await;
+    sample_sum(&body, "anomos_tracker_announces_total")
 }
 
 /// Settings shared by relay processes and in-process peers.
@@ -47,6 +68,8 @@ pub fn peer_config(t: &tracker::RunningTracker) -> PeerConfig {
 /// One `anomos relay` process.
 pub struct Relay {
     pub child: Child,
+    /// Its identity, read from its data dir.
+    pub peer_id: anomos_common::PeerId,
     pub metrics: SocketAddr,
     _stdout: BufReader<tokio::process::ChildStdout>,
 }
@@ -83,8 +106,14 @@ impl Relay {
         // "anomos relay <id> listening on <addr> metrics <addr>"
         let words: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(words[..2], ["anomos", "relay"], "{line}");
+        let url =
+            anomos_peer::net::tracker_client::TrackerUrl::parse(&format!("https://{}", t.api_addr))
+                .unwrap();
+        let id_dir = anomos_peer::identity_store::identity_dir(dir, &url);
+        let id = anomos_peer::identity_store::load_or_create(&id_dir, false).unwrap();
         Relay {
             _stdout: out,
+            peer_id: id.peer_id(),
             child,
             metrics: words[7].parse().unwrap(),
         }
@@ -103,6 +132,12 @@ impl Relay {
             .expect("relay did not exit after SIGTERM")
             .unwrap();
         status.code().unwrap_or(-1)
+    }
+
+    /// SIGKILL: the process dies without a word to anyone.
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
 }
 
