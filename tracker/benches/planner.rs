@@ -2,10 +2,15 @@
 //!
 //! * `x25519_keygen`, `x25519_agree`: one ephemeral key and one agreement —
 //!   what each hop of a tracking code costs at least;
-//! * `plan_path_10k`: choosing one path on a 10,000-peer overlay of degree
-//!   4–6 (the pure `core::planner`, no crypto);
-//! * `plan_and_build_10k`: path plus tracking code for 2–4 relays, what the
-//!   CircuitPlanner actor does per circuit;
+//! * `plan_path_10k/near`: choosing one path on a 10,000-peer overlay of
+//!   degree 4–6 (the pure `core::planner`, no crypto) to a destination 2–3
+//!   hops away, so that a 3–5-edge path exists;
+//! * `plan_path_10k/random_swarm`: the same with 20 destinations drawn
+//!   from the whole overlay, as a swarm spread over the network offers —
+//!   most are farther than 5 edges, and the summary prints how often a
+//!   path is found at all;
+//! * `plan_and_build_10k/near`: path plus tracking code for 2–4 relays,
+//!   what the CircuitPlanner actor does per circuit;
 //! * `join_leave_10k`: one peer joining the overlay (refill) and leaving,
 //!   the Graph actor's per-registration work.
 //!
@@ -95,18 +100,67 @@ fn overlay(rng: &mut StdRng) -> Overlay {
     Overlay { graph, keys }
 }
 
-fn servers(rng: &mut StdRng) -> (PeerId, Vec<PeerId>) {
+/// Which destinations a request offers the planner.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dests {
+    /// `SERVERS` peers drawn uniformly from the whole overlay (a swarm
+    /// spread over the network).
+    Random,
+    /// One peer 2–3 hops from the origin, so 3–5-edge paths exist: the
+    /// cost of a circuit that can be built.
+    Near,
+}
+
+fn request(o: &Overlay, rng: &mut StdRng, dests: Dests) -> (PeerId, Vec<PeerId>) {
     let origin = pid(rng.random_range(0..PEERS));
-    let s = (0..SERVERS)
-        .map(|_| pid(rng.random_range(0..PEERS)))
-        .collect();
+    let s = match dests {
+        Dests::Random => (0..SERVERS)
+            .map(|_| pid(rng.random_range(0..PEERS)))
+            .collect(),
+        Dests::Near => {
+            let ring = ball(&o.graph, origin, 3);
+            vec![ring[rng.random_range(0..ring.len())]]
+        }
+    };
     (origin, s)
 }
 
+/// Peers at distance 2..=`r` from `origin` (breadth-first).
+fn ball(g: &NeighbourGraph, origin: PeerId, r: usize) -> Vec<PeerId> {
+    let mut seen = HashMap::from([(origin, 0usize)]);
+    let mut frontier = vec![origin];
+    let mut out = Vec::new();
+    for d in 1..=r {
+        let mut next = Vec::new();
+        for v in frontier {
+            for (u, _) in g.adjacent(v) {
+                if let std::collections::hash_map::Entry::Vacant(e) = seen.entry(u) {
+                    e.insert(d);
+                    next.push(u);
+                    if d >= 2 {
+                        out.push(u);
+                    }
+                }
+            }
+        }
+        frontier = next;
+    }
+    out
+}
+
+/// Requests drawn before timing, so drawing them is not measured.
+fn requests(o: &Overlay, rng: &mut StdRng, dests: Dests) -> Vec<(PeerId, Vec<PeerId>)> {
+    (0..4096).map(|_| request(o, rng, dests)).collect()
+}
+
 /// One circuit the way `PlannerActor` makes it: a path, then its code.
-fn plan_and_build(o: &Overlay, rng: &mut StdRng, cfg: &PlanConfig) -> Option<PlannedPath> {
-    let (origin, servers) = servers(rng);
-    let path = plan(&o.graph, rng, cfg, origin, &servers, 1).pop()?;
+fn plan_and_build(
+    o: &Overlay,
+    rng: &mut StdRng,
+    cfg: &PlanConfig,
+    (origin, servers): &(PeerId, Vec<PeerId>),
+) -> Option<PlannedPath> {
+    let path = plan(&o.graph, rng, cfg, *origin, servers, 1).pop()?;
     let hops: Vec<HopSpec> = path
         .hops
         .iter()
@@ -154,23 +208,34 @@ fn bench(c: &mut Criterion) {
 
     let o = overlay(&mut rng);
     let cfg = PlanConfig::default();
-    c.bench_function("plan_path_10k", |b| {
+    let near = requests(&o, &mut rng, Dests::Near);
+    let random = requests(&o, &mut rng, Dests::Random);
+    for (name, key, reqs) in [
+        ("plan_path_10k/near", "plan_near", &near),
+        ("plan_path_10k/random_swarm", "plan_random", &random),
+    ] {
+        let mut i = 0;
+        c.bench_function(name, |b| {
+            b.iter_custom(|n| {
+                let t = Instant::now();
+                for _ in 0..n {
+                    let (origin, servers) = &reqs[i % reqs.len()];
+                    i += 1;
+                    black_box(plan(&o.graph, &mut rng, &cfg, *origin, servers, 1));
+                }
+                let d = t.elapsed();
+                record(key, n, d);
+                d
+            })
+        });
+    }
+    let mut i = 0;
+    c.bench_function("plan_and_build_10k/near", |b| {
         b.iter_custom(|n| {
             let t = Instant::now();
             for _ in 0..n {
-                let (origin, servers) = servers(&mut rng);
-                black_box(plan(&o.graph, &mut rng, &cfg, origin, &servers, 1));
-            }
-            let d = t.elapsed();
-            record("plan", n, d);
-            d
-        })
-    });
-    c.bench_function("plan_and_build_10k", |b| {
-        b.iter_custom(|n| {
-            let t = Instant::now();
-            for _ in 0..n {
-                black_box(plan_and_build(&o, &mut rng, &cfg));
+                black_box(plan_and_build(&o, &mut rng, &cfg, &near[i % near.len()]));
+                i += 1;
             }
             let d = t.elapsed();
             record("plan_build", n, d);
@@ -199,40 +264,67 @@ fn bench(c: &mut Criterion) {
             d
         })
     });
-    summary(&o, &mut rng, &cfg);
+    summary(&o, &mut rng, &cfg, &near, &random);
 }
 
-/// Circuits/s per core against the X25519 bound, from the means above.
-fn summary(o: &Overlay, rng: &mut StdRng, cfg: &PlanConfig) {
-    let (Some(keygen), Some(agree), Some(plan_only), Some(pb)) = (
-        mean("keygen"),
-        mean("agree"),
-        mean("plan"),
-        mean("plan_build"),
-    ) else {
-        return;
-    };
-    // Average layers per code over the same request mix (failed plans skip).
-    let (mut hops, mut built, tries) = (0usize, 0usize, 2000);
-    for _ in 0..tries {
-        if let Some(p) = plan_and_build(o, rng, cfg) {
+/// Share of requests that got a path, and the mean layers per code.
+fn success(
+    o: &Overlay,
+    rng: &mut StdRng,
+    cfg: &PlanConfig,
+    reqs: &[(PeerId, Vec<PeerId>)],
+) -> (f64, f64) {
+    let (mut hops, mut built) = (0usize, 0usize);
+    for r in reqs {
+        if let Some(p) = plan(&o.graph, rng, cfg, r.0, &r.1, 1).pop() {
             hops += p.hops.len();
             built += 1;
         }
     }
-    let avg_hops = hops as f64 / built.max(1) as f64;
-    let per_circuit = pb.as_secs_f64() * tries as f64 / built.max(1) as f64;
+    (
+        built as f64 / reqs.len().max(1) as f64,
+        hops as f64 / built.max(1) as f64,
+    )
+}
+
+/// Circuits/s per core against the X25519 bound, from the means above.
+fn summary(
+    o: &Overlay,
+    rng: &mut StdRng,
+    cfg: &PlanConfig,
+    near: &[(PeerId, Vec<PeerId>)],
+    random: &[(PeerId, Vec<PeerId>)],
+) {
+    let (Some(keygen), Some(agree), Some(p_near), Some(p_random), Some(pb)) = (
+        mean("keygen"),
+        mean("agree"),
+        mean("plan_near"),
+        mean("plan_random"),
+        mean("plan_build"),
+    ) else {
+        return;
+    };
+    let (ok_near, avg_hops) = success(o, rng, cfg, near);
+    let (ok_random, _) = success(o, rng, cfg, random);
+    let per_circuit = pb.as_secs_f64() / ok_near.max(1e-9);
     let bound = 1.0 / (avg_hops * (keygen + agree).as_secs_f64());
     let rate = 1.0 / per_circuit;
     println!("\n== planner summary (one core) ==");
     println!(
-        "x25519 keygen {:.1} µs, agree {:.1} µs; path planning alone {:.1} µs",
+        "x25519 keygen {:.1} µs, agree {:.1} µs",
         us(keygen),
-        us(agree),
-        us(plan_only)
+        us(agree)
     );
     println!(
-        "plan + build: {:.1} µs per circuit ({built}/{tries} requests found a path), {:.2} layers per code",
+        "path planning alone: {:.1} µs per request to a near destination ({:.0} % found a path), {:.1} µs per request to {SERVERS} random swarm members ({:.0} % found a path, {:.0} µs per path found)",
+        us(p_near),
+        ok_near * 100.0,
+        us(p_random),
+        ok_random * 100.0,
+        us(p_random) / ok_random.max(1e-9)
+    );
+    println!(
+        "plan + build (near): {:.1} µs per circuit, {:.2} layers per code",
         per_circuit * 1e6,
         avg_hops
     );
