@@ -34,6 +34,7 @@ use crate::actors::graph::{GraphActor, StopGraph};
 use crate::actors::planner::PlannerActor;
 use crate::actors::session::SessionDeps;
 use crate::config::Config;
+use crate::core::keycache::{KeyCache, DEFAULT_KEY_CACHE};
 use crate::core::ratelimit::RateLimiter;
 use crate::core::replay::ReplayGuard;
 use crate::error::TrackerError;
@@ -135,6 +136,7 @@ pub async fn run(cfg: Config) -> Result<RunningTracker, TrackerError> {
         ip_limiter: Mutex::new(RateLimiter::<IpAddr>::new(cfg.ip_rate())),
         peer_limiter: Mutex::new(RateLimiter::<PeerId>::new(cfg.peer_rate())),
         replay: Mutex::new(ReplayGuard::new(cfg.max_skew_secs)),
+        keys: KeyCache::new(DEFAULT_KEY_CACHE),
         registry,
         deps,
     });

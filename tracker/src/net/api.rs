@@ -3,7 +3,8 @@
 //! Checks run cheapest first, and none of them touches another peer's
 //! state: per-address rate limit (before any parsing), body size, decoding,
 //! version, clock skew, certificate/peer-id match and signature
-//! (`SignedAnnounce::verify`), replay (newest timestamp and nonce per
+//! (`SignedAnnounce::verify`, through the `KeyCache` of verified
+//! certificates), replay (newest timestamp and nonce per
 //! identity), then the per-identity rate limit — only after the signature,
 //! so nobody can drain an honest peer's bucket with forged announces. Every
 //! refusal is a bincode `ApiErrorBody` with the status of its
@@ -31,6 +32,7 @@ use crate::actors::session::{
     Announce, AnnounceOutcome, SessionActor, SessionDeps, SessionRegistry,
 };
 use crate::config::Config;
+use crate::core::keycache::KeyCache;
 use crate::core::ratelimit::RateLimiter;
 use crate::core::replay::{Freshness, ReplayGuard};
 use crate::core::session::{AnnounceInput, TorrentReport};
@@ -50,6 +52,8 @@ pub struct ApiState {
     pub peer_limiter: Mutex<RateLimiter<PeerId>>,
     /// Freshness and replay.
     pub replay: Mutex<ReplayGuard>,
+    /// Certificates already verified (signature checks skip decoding them).
+    pub keys: KeyCache,
     /// Live sessions.
     pub registry: SessionRegistry,
     /// What new sessions get.
@@ -167,7 +171,7 @@ async fn handle(req: &HttpRequest, body: web::Payload, st: &ApiState) -> Result<
     let bytes = read_body(req, body, st.cfg.max_body_bytes).await?;
     let signed = SignedAnnounce::decode(&bytes)?;
     let now = unix_now();
-    let (peer, ann) = signed.verify(now, st.cfg.max_skew_secs)?;
+    let (peer, ann) = st.keys.verify(&signed, now, st.cfg.max_skew_secs)?;
     match st.replay.lock().map_err(|_| internal())?.check_and_record(
         now,
         peer,

@@ -1,0 +1,68 @@
+//! A tiny `tracker-only` run end to end: the real `anomos-loadtest` binary
+//! spawns the real `anomos-tracker` on 127.0.0.1, registers 50 peers and
+//! sends heartbeats on 2 connections for 2 seconds. Numbers are not
+//! asserted (the machine is shared); correctness is: every announce
+//! succeeds and the JSON report is written and well-formed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// `target/<profile>/anomos-tracker`, built on demand: `cargo test
+/// --workspace` builds it, `cargo test -p loadtest` alone does not.
+fn tracker_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/loadtest-HASH → target/<profile>/
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("anomos-tracker");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "tracker", "--bin", "anomos-tracker"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building anomos-tracker failed");
+    }
+    assert!(bin.exists(), "no tracker binary at {}", bin.display());
+    bin
+}
+
+#[test]
+fn tracker_only_small_run_succeeds_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_anomos-loadtest"))
+        .arg("tracker-only")
+        .arg("--spawn")
+        .arg("--tracker-bin")
+        .arg(tracker_bin())
+        .args(["--identities", "50", "--connections", "2"])
+        .args(["--duration", "2", "--warmup", "0.5", "--presign", "100"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "loadtest failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("heartbeats:"), "{stdout}");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["mode"], "tracker-only");
+    assert_eq!(report["spawned"], true);
+    let reg = &report["registration"];
+    assert_eq!(reg["ok"], 50, "every identity registered: {reg}");
+    assert_eq!(reg["failed"], 0, "{reg}");
+    let hb = &report["heartbeats"];
+    assert!(hb["ok"].as_u64().unwrap() > 0, "{hb}");
+    assert_eq!(hb["failed"], 0, "no heartbeat failed: {hb}");
+    assert!(hb["latency"]["p99_us"].as_u64().unwrap() >= hb["latency"]["p50_us"].as_u64().unwrap());
+    let p = &report["tracker_process"];
+    assert!(p["end"]["rss_kib"].as_u64().unwrap() > 0, "{p}");
+    assert!(p["end"]["hwm_kib"].as_u64().unwrap() >= p["end"]["rss_kib"].as_u64().unwrap());
+}
