@@ -128,6 +128,8 @@ pub(crate) struct EpIo {
     pub confirmed: std::cell::Cell<bool>,
     /// Set once: the reason and the bodies that arrived before the BREAK.
     pub closed: RefCell<Option<(BreakReason, Vec<u8>)>>,
+    /// Why the circuit ended (stays after `closed` is taken).
+    pub reason: std::cell::Cell<Option<BreakReason>>,
     /// Wakes a pump blocked on the application.
     pub closed_tx: RefCell<Option<tokio::sync::watch::Sender<bool>>>,
 }
@@ -352,6 +354,7 @@ impl Inner {
                         self.emit(DataPathEvent::CircuitFailed { nids: vec![nid] });
                     }
                     if let Some(ep) = self.endpoints.borrow_mut().remove(&key) {
+                        ep.reason.set(Some(reason));
                         *ep.closed.borrow_mut() = Some((reason, leftover));
                         if let Some(tx) = ep.closed_tx.borrow().as_ref() {
                             let _ = tx.send(true);
