@@ -43,7 +43,7 @@ mod tests;
 
 pub use build::{build, build_with};
 pub use error::{OnionError, PeelError};
-pub use peel::peel;
+pub use peel::{peel, peel_with};
 
 use crate::crypto::{CircuitSecret, LayerKeys};
 use crate::{DecodeError, InfoHash, Nid};

@@ -30,7 +30,7 @@ use anomos_common::api::CircuitGrant;
 use anomos_common::cell::BreakReason;
 use anomos_common::crypto::X25519Secret;
 use anomos_common::onion::{self, PeelError, Peeled, TrackingCode};
-use anomos_common::replay::ReplayCache;
+use anomos_common::replay::{ReplayCache, ReplayError, ReplayTag};
 use anomos_common::{InfoHash, Nid, PeerId};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -130,6 +130,8 @@ pub(crate) struct EpIo {
     pub confirmed: std::cell::Cell<bool>,
     /// Set once: the reason and the bodies that arrived before the BREAK.
     pub closed: RefCell<Option<(BreakReason, Vec<u8>)>>,
+    /// Why the circuit ended (stays after `closed` is taken).
+    pub reason: std::cell::Cell<Option<BreakReason>>,
     /// Wakes a pump blocked on the application.
     pub closed_tx: RefCell<Option<tokio::sync::watch::Sender<bool>>>,
 }
@@ -354,6 +356,7 @@ impl Inner {
                         self.emit(DataPathEvent::CircuitFailed { nids: vec![nid] });
                     }
                     if let Some(ep) = self.endpoints.borrow_mut().remove(&key) {
+                        ep.reason.set(Some(reason));
                         *ep.closed.borrow_mut() = Some((reason, leftover));
                         if let Some(tx) = ep.closed_tx.borrow().as_ref() {
                             let _ = tx.send(true);
@@ -391,16 +394,22 @@ async fn peel_task(inner: Rc<Inner>, key: CircKey, code: Box<[u8; onion::CODE_LE
     inner.pump();
 }
 
-/// One X25519 off the runtime thread.
+/// One X25519 off the runtime thread. The replay cache is locked only for
+/// its two look-ups (`peel_with`), so peels run in parallel on the pool.
 pub(crate) async fn peel_blocking(inner: &Inner, code: &[u8]) -> Result<Peeled, PeelError> {
     let code = TrackingCode::from_bytes(code).map_err(|_| PeelError::Malformed("code length"))?;
     let onion = inner.onion.clone();
     let replay = inner.replay.clone();
     let job = tokio::task::spawn_blocking(move || {
-        let mut cache = replay
-            .lock()
-            .map_err(|_| PeelError::Malformed("replay cache"))?;
-        onion::peel(&onion, &code, unix_now(), &mut cache)
+        let now = unix_now();
+        // A poisoned lock (a peel panicked inside the cache) fails closed:
+        // no code is accepted without a working replay check.
+        let seen = |tag: &ReplayTag| replay.lock().is_ok_and(|c| c.contains(tag));
+        let record = |tag, expiry| match replay.lock() {
+            Ok(mut cache) => cache.check_and_insert(tag, expiry, now),
+            Err(_) => Err(ReplayError::Full),
+        };
+        onion::peel_with(&onion, &code, now, seen, record)
     });
     job.await
         .unwrap_or(Err(PeelError::Malformed("peel task failed")))

@@ -9,7 +9,7 @@ use super::format::Block;
 use super::schedule::{HopKeys, HS_LEN};
 use super::{ExitPayload, PeelError, Peeled, TrackingCode, BETA_LEN, BLOCK_LEN, MAX_CODE_LIFETIME};
 use crate::crypto::{ct_eq, CryptoError, X25519Secret};
-use crate::replay::ReplayCache;
+use crate::replay::{ReplayCache, ReplayError, ReplayTag};
 use zeroize::Zeroize;
 
 /// Remove this hop's layer from `code`.
@@ -23,6 +23,37 @@ pub fn peel(
     now: u64,
     replay: &mut ReplayCache,
 ) -> Result<Peeled, PeelError> {
+    let (peeled, tag, expiry) = peel_layer(onion_secret, code, now, |t| replay.contains(t))?;
+    replay.check_and_insert(tag, expiry, now)?;
+    Ok(peeled)
+}
+
+/// [`peel`] with the replay cache behind the caller's own lock: `seen(tag)`
+/// is the early check (step 4) and `record(tag, expiry)` the final
+/// check-and-insert (step 9), each called at most once. A cache shared by
+/// several threads is then locked only for those two look-ups, not for the
+/// X25519 and the rest of the peel, so peels run in parallel; two peels of
+/// the same code still cannot both succeed, because `record` decides.
+pub fn peel_with(
+    onion_secret: &X25519Secret,
+    code: &TrackingCode,
+    now: u64,
+    seen: impl FnOnce(&ReplayTag) -> bool,
+    record: impl FnOnce(ReplayTag, u64) -> Result<(), ReplayError>,
+) -> Result<Peeled, PeelError> {
+    let (peeled, tag, expiry) = peel_layer(onion_secret, code, now, seen)?;
+    record(tag, expiry)?;
+    Ok(peeled)
+}
+
+/// Every step but the cache write: the peeled layer, its replay tag and its
+/// expiry, for the caller to record.
+fn peel_layer(
+    onion_secret: &X25519Secret,
+    code: &TrackingCode,
+    now: u64,
+    seen: impl FnOnce(&ReplayTag) -> bool,
+) -> Result<(Peeled, ReplayTag, u64), PeelError> {
     // 1–2. Agree on s; openssl itself refuses the all-zero result.
     let alpha = code.alpha();
     let s = onion_secret.agree(&alpha).map_err(|_| PeelError::WeakKey)?;
@@ -36,7 +67,7 @@ pub fn peel(
     }
 
     // 4. Seen before? (Checked again, atomically, when inserting.)
-    if replay.contains(&keys.replay_tag) {
+    if seen(&keys.replay_tag) {
         return Err(PeelError::Replayed);
     }
 
@@ -95,7 +126,6 @@ pub fn peel(
         }
     };
 
-    // 9. Only now take a cache slot (fails closed when full).
-    replay.check_and_insert(keys.replay_tag, expiry, now)?;
-    Ok(peeled)
+    // 9. Only now may the caller take a cache slot (fails closed when full).
+    Ok((peeled, keys.replay_tag, expiry))
 }

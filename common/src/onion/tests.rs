@@ -259,6 +259,69 @@ fn only_valid_codes_take_cache_slots_and_a_full_cache_fails_closed() {
     assert_eq!(err.kind(), "replayed");
 }
 
+/// `peel_with` is `peel` with the cache behind the caller's lock: same
+/// result, one record per valid code, nothing recorded for a bad one, and
+/// of two threads peeling the same code at once exactly one succeeds.
+#[test]
+fn peel_with_records_once_and_a_shared_cache_lets_one_of_two_racers_win() {
+    use std::sync::{Arc, Mutex};
+    let (path, built) = some_path(3);
+    let mut own = ReplayCache::new(8);
+    let want = peel(&path.secrets[0], &built.code, NOW, &mut own).expect("peel");
+    let mut recorded = Vec::new();
+    let got = peel_with(
+        &path.secrets[0],
+        &built.code,
+        NOW,
+        |_| false,
+        |tag, expiry| {
+            recorded.push((tag, expiry));
+            Ok(())
+        },
+    )
+    .expect("peel_with");
+    assert_eq!(got, want);
+    assert_eq!(recorded.len(), 1);
+    assert!(own.contains(&recorded[0].0), "the same tag peel recorded");
+    assert_eq!(recorded[0].1, built.expiry);
+    // A tampered code is refused before either closure runs.
+    let mut bytes = built.code.as_bytes().to_vec();
+    bytes[600] ^= 1;
+    let bad = TrackingCode::from_bytes(&bytes).expect("length");
+    let err = peel_with(
+        &path.secrets[0],
+        &bad,
+        NOW,
+        |_| panic!("no look-up for a bad MAC"),
+        |_, _| panic!("no record for a bad MAC"),
+    )
+    .expect_err("bad mac");
+    assert_eq!(err.kind(), "bad_mac");
+    // Two racers, one shared cache locked only for the look-ups.
+    let cache = Arc::new(Mutex::new(ReplayCache::new(8)));
+    let racers: Vec<_> = (0..2)
+        .map(|_| {
+            let (cache, secret, code) =
+                (cache.clone(), path.secrets[0].clone(), built.code.clone());
+            std::thread::spawn(move || {
+                let seen = |t: &_| cache.lock().expect("lock").contains(t);
+                let record = |t, e| cache.lock().expect("lock").check_and_insert(t, e, NOW);
+                peel_with(&secret, &code, NOW, seen, record).map_err(|e| e.kind())
+            })
+        })
+        .collect();
+    let results: Vec<_> = racers
+        .into_iter()
+        .map(|r| r.join().expect("join"))
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(results.contains(&Err("replayed")));
+}
+
 /// A one-hop code with an arbitrary block and payload plaintext under a
 /// valid MAC: what only a (buggy or hostile) builder could make.
 fn craft(

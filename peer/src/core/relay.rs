@@ -295,6 +295,11 @@ impl RelayCore {
         let Some(dir) = c.dir_of(link, circ) else {
             return;
         };
+        if matches!(c.stage, table::Stage::Draining { .. }) {
+            // Only the half we drain towards is left: its direction leads to
+            // a half that broke, so what it sends has nowhere to go.
+            return self.metrics.cell_dropped("circuit_closing");
+        }
         if c.stage != table::Stage::Open {
             return self.fail(now, key, link, "unexpected_data");
         }
@@ -319,6 +324,8 @@ impl RelayCore {
         }
         this.flow.recv_budget -= 1;
         match other.end {
+            // Not reached: a circuit with a `Gone` side is draining.
+            End::Gone => {}
             End::Local => {
                 let mut copy = [0u8; CELL_LEN];
                 copy.copy_from_slice(cell);
@@ -367,8 +374,13 @@ impl RelayCore {
         let Some((dst, src)) = c.pair_mut(out_dir) else {
             return;
         };
-        let (End::Link(l2, _), End::Link(l1, c1)) = (dst.end, src.end) else {
+        let End::Link(l2, _) = dst.end else {
             return;
+        };
+        // A side that broke (`Gone`) gets no more CREDIT: its id is free.
+        let back_to = match src.end {
+            End::Link(l1, c1) => Some((l1, c1)),
+            End::Local | End::Gone => None,
         };
         let Some(out) = self.links.get_mut(&l2).filter(|l| !l.closing) else {
             return;
@@ -393,8 +405,26 @@ impl RelayCore {
         if relayed {
             self.metrics.relay_bytes.inc_by(moved * CELL_LEN as u64);
         }
-        if let Some(n) = take_credit(&mut src.flow, self.cfg.window) {
-            self.send_ctrl(l1, c1, CellMsg::Credit(n));
+        if let Some((l1, c1)) = back_to {
+            if let Some(n) = take_credit(&mut src.flow, self.cfg.window) {
+                self.send_ctrl(l1, c1, CellMsg::Credit(n));
+            }
+        }
+    }
+
+    /// A draining circuit whose queue has emptied: its BREAK goes out now,
+    /// behind the last cell.
+    fn finish_drain(&mut self, now: Instant, key: CircKey) {
+        let Some(c) = self.circuits.get(&key) else {
+            return;
+        };
+        let table::Stage::Draining { toward, reason, .. } = c.stage else {
+            return;
+        };
+        if c.side(toward.opposite())
+            .is_none_or(|s| s.flow.queue.is_empty())
+        {
+            self.kill(now, key, reason, None);
         }
     }
 
@@ -450,7 +480,7 @@ impl RelayCore {
                         self.release(l, ci);
                     }
                 }
-                End::Link(..) => {}
+                End::Link(..) | End::Gone => {}
                 End::Local => self.outputs.push_back(Output::Closed {
                     key,
                     reason,
@@ -489,8 +519,19 @@ impl RelayCore {
             .map(|(k, _)| *k)
             .collect();
         for key in late {
-            self.metrics.cell_dropped("setup_timeout");
-            self.kill(now, key, BreakReason::SetupTimeout, None);
+            let stage = self.circuits.get(&key).map(|c| c.stage);
+            let reason = match stage {
+                // The next hop never gave credit for the queued tail.
+                Some(table::Stage::Draining { reason, .. }) => {
+                    self.metrics.cell_dropped("drain_timeout");
+                    reason
+                }
+                _ => {
+                    self.metrics.cell_dropped("setup_timeout");
+                    BreakReason::SetupTimeout
+                }
+            };
+            self.kill(now, key, reason, None);
         }
         let stale: Vec<(LinkId, CircuitId)> = self
             .halves

@@ -9,8 +9,13 @@
 //! stops reading stops the sender after one window.
 //!
 //! End of stream: an empty record is FIN. When a side has sent and
-//! received FIN it closes the circuit (BREAK(destroyed)). A BREAK without
-//! a FIN ends the application's stream with an error.
+//! received FIN it closes the circuit (BREAK(destroyed)); relays forward a
+//! BREAK only behind the DATA queued ahead of it in its direction, so the
+//! other side has read our FIN before our BREAK reaches it. Each direction
+//! of the application's stream ends on its own: reads end cleanly (EOF)
+//! after every byte that arrived if FIN was received, with an error
+//! otherwise; writes fail once the circuit ends before our FIN was sent.
+//! A clean close (both FINs) is never an error, whichever side breaks.
 
 use super::{peel_blocking, CircuitError, EpIo, Inner};
 use crate::core::relay::{CircKey, EndpointError};
@@ -35,9 +40,24 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream
 const DUPLEX_BUF: usize = 256 * 1024;
 /// Bodies taken from the core per batch.
 const RECV_BATCH: usize = 64;
-/// Status: open; clean end (FIN seen); broken = `BROKEN + reason`.
+/// Status of one direction: open (or ended cleanly), or `BROKEN + reason`.
 const OPEN: u8 = 0;
 const BROKEN: u8 = 16;
+
+/// How each direction of a stream ended, shared with the pumps.
+#[derive(Debug, Default)]
+struct Status {
+    /// Broken if the circuit ended before FIN arrived.
+    read: AtomicU8,
+    /// Broken if the circuit ended before our FIN went out.
+    write: AtomicU8,
+}
+
+/// Mark one direction broken, unless it already is.
+fn set_broken(dir: &AtomicU8, reason: BreakReason) {
+    let broken = BROKEN + reason as u8;
+    let _ = dir.compare_exchange(OPEN, broken, Ordering::AcqRel, Ordering::Acquire);
+}
 
 /// One open circuit end: an ordered, reliable, flow-controlled byte stream.
 #[derive(Debug)]
@@ -47,13 +67,24 @@ pub struct CircuitStream {
     /// Relays between the two ends (originator only; 0 at the exit).
     pub relays: usize,
     inner: DuplexStream,
-    status: Arc<AtomicU8>,
+    status: Arc<Status>,
 }
 
 impl CircuitStream {
-    /// The BREAK reason if the circuit was broken without an orderly end.
+    /// The BREAK reason if the circuit was broken without an orderly end
+    /// of either direction.
     pub fn broken(&self) -> Option<&'static str> {
-        broken_reason(self.status.load(Ordering::Acquire))
+        self.read_broken().or_else(|| self.write_broken())
+    }
+
+    /// Reads end with this error (after every byte that arrived).
+    fn read_broken(&self) -> Option<&'static str> {
+        broken_reason(self.status.read.load(Ordering::Acquire))
+    }
+
+    /// Writes fail with this error.
+    fn write_broken(&self) -> Option<&'static str> {
+        broken_reason(self.status.write.load(Ordering::Acquire))
     }
 }
 
@@ -78,7 +109,8 @@ impl AsyncRead for CircuitStream {
         let before = buf.filled().len();
         let want = buf.remaining() > 0;
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) if want && buf.filled().len() == before => match self.broken() {
+            Poll::Ready(Ok(())) if want && buf.filled().len() == before => match self.read_broken()
+            {
                 Some(reason) => Poll::Ready(Err(broken_error(reason))),
                 None => Poll::Ready(Ok(())),
             },
@@ -93,7 +125,7 @@ impl AsyncWrite for CircuitStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let Some(reason) = self.broken() {
+        if let Some(reason) = self.write_broken() {
             return Poll::Ready(Err(broken_error(reason)));
         }
         Pin::new(&mut self.inner).poll_write(cx, buf)
@@ -239,7 +271,7 @@ struct Pump {
     key: CircKey,
     ep: Rc<EpIo>,
     channel: RefCell<Channel>,
-    status: Arc<AtomicU8>,
+    status: Arc<Status>,
     fin_sent: Cell<bool>,
     fin_received: Cell<bool>,
 }
@@ -257,17 +289,22 @@ impl Pump {
         }
     }
 
+    /// The circuit ended with `reason`: each direction that had not ended
+    /// with its FIN ends with an error.
+    fn mark_ended(&self, reason: BreakReason) {
+        if !self.fin_received.get() {
+            set_broken(&self.status.read, reason);
+        }
+        if !self.fin_sent.get() {
+            set_broken(&self.status.write, reason);
+        }
+    }
+
     /// End the stream with an error (unless it already ended cleanly) and
     /// close the circuit.
     fn break_with(&self, reason: BreakReason) {
-        if !self.fin_received.get() {
-            let _ = self.status.compare_exchange(
-                OPEN,
-                BROKEN + reason as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-        }
+        self.ep.reason.set(Some(reason));
+        self.mark_ended(reason);
         self.inner
             .core
             .borrow_mut()
@@ -291,7 +328,7 @@ fn spawn_pumps(
 ) -> CircuitStream {
     let (app, pump_side) = tokio::io::duplex(DUPLEX_BUF);
     let (rd, wr) = tokio::io::split(pump_side);
-    let status = Arc::new(AtomicU8::new(OPEN));
+    let status = Arc::new(Status::default());
     let (closed_tx, closed_rx) = tokio::sync::watch::channel(ep.closed.borrow().is_some());
     *ep.closed_tx.borrow_mut() = Some(closed_tx);
     let pump = Rc::new(Pump {
@@ -317,13 +354,32 @@ fn spawn_pumps(
 async fn upstream<R: AsyncRead + Unpin>(
     p: Rc<Pump>,
     mut rd: R,
-    mut closed: tokio::sync::watch::Receiver<bool>,
+    closed: tokio::sync::watch::Receiver<bool>,
 ) {
+    if send_all(&p, &mut rd, closed).await {
+        return p.maybe_finish();
+    }
+    // The circuit ended before our FIN: writes fail from now on. Keep
+    // reading (and dropping) so a write blocked on a full buffer wakes up
+    // and sees the error instead of waiting for ever.
+    let reason = p.ep.reason.get().unwrap_or(BreakReason::Destroyed);
+    set_broken(&p.status.write, reason);
+    let mut sink = vec![0u8; 16 * 1024];
+    while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+}
+
+/// Seal what the application writes into DATA bodies; `true` once FIN is
+/// sent, `false` if the circuit ended first.
+async fn send_all<R: AsyncRead + Unpin>(
+    p: &Pump,
+    rd: &mut R,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) -> bool {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = tokio::select! {
             r = rd.read(&mut buf) => r.unwrap_or(0),
-            _ = closed.wait_for(|c| *c) => return,
+            _ = closed.wait_for(|c| *c) => return false,
         };
         let fin: [&[u8]; 1] = [&[]];
         let chunks: Vec<&[u8]> = if n == 0 {
@@ -340,29 +396,30 @@ async fn upstream<R: AsyncRead + Unpin>(
                         p.inner.pump();
                         tokio::select! {
                             _ = p.ep.writable.notified() => {}
-                            _ = closed.wait_for(|c| *c) => return,
+                            _ = closed.wait_for(|c| *c) => return false,
                         }
                     }
-                    Err(_) => return,
+                    Err(_) => return false,
                 }
             }
             let mut body = [0u8; CELL_BODY_LEN];
             let len = chunk.len();
             body[2..2 + len].copy_from_slice(chunk);
             let Ok(tag) = p.channel.borrow_mut().seal_in_place(&mut body[2..2 + len]) else {
-                return p.break_with(BreakReason::Protocol);
+                p.break_with(BreakReason::Protocol);
+                return false;
             };
             body[2 + len..2 + len + RECORD_OVERHEAD].copy_from_slice(&tag);
             body[..2].copy_from_slice(&((len + RECORD_OVERHEAD) as u16).to_be_bytes());
             let sent = p.inner.core.borrow_mut().endpoint_send(p.key, &mut body);
             if sent.is_err() {
-                return;
+                return false;
             }
         }
         p.inner.pump();
         if n == 0 {
             p.fin_sent.set(true);
-            return p.maybe_finish();
+            return true;
         }
     }
 }
@@ -408,14 +465,7 @@ async fn downstream<W: AsyncWrite + Unpin>(p: Rc<Pump>, mut wr: W) {
             return p.break_with(BreakReason::Destroyed);
         }
         if let Some(reason) = closed {
-            if !p.fin_received.get() {
-                let _ = p.status.compare_exchange(
-                    OPEN,
-                    BROKEN + reason as u8,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
-            }
+            p.mark_ended(reason);
             if let Some(tx) = p.ep.closed_tx.borrow().as_ref() {
                 let _ = tx.send(true);
             }

@@ -263,3 +263,71 @@ async fn killing_a_relay_breaks_both_ends_and_empties_the_tables() {
     assert_eq!(net.dps[0].inner.metrics.circuits_failed.get(), 1);
     assert_eq!(net.dps[1].links().len(), 1);
 }
+
+/// The original failure: the originator's tail is still queued at the
+/// relays (the exit's application is not reading) when it has sent FIN and
+/// read the exit's FIN, so it sends BREAK. The exit must still read every
+/// byte and then a clean end.
+#[actix_rt::test]
+async fn a_clean_close_reaches_a_reader_that_has_not_read_yet() {
+    let net = chain().await;
+    let (o, x) = open(&net).await;
+    let (or, ow) = tokio::io::split(o);
+    let (xr, xw) = tokio::io::split(x);
+    // About 600 KiB: more than the exit's buffers, less than the path's
+    // windows, so the tail waits in relay queues for credit.
+    const TOTAL: usize = 600 << 10;
+    let up = pattern(3);
+    send_all(xw, b"bye", 3).await;
+    send_all(ow, &up, TOTAL).await;
+    // The originator sees the exit's FIN: it has both FINs and breaks.
+    assert_eq!(recv_all(or, b"bye").await.expect("origin read"), 3);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let got = recv_all(xr, &up).await.expect("exit read ends cleanly");
+    assert_eq!(got, TOTAL);
+    wait_empty(&net).await;
+}
+
+/// A BREAK before FIN is an error for the reader, after the bytes that did
+/// arrive; the writer's side fails too.
+#[actix_rt::test]
+async fn a_break_before_fin_is_an_error_after_the_data() {
+    let net = chain().await;
+    let (o, x) = open(&net).await;
+    let (_or, mut ow) = tokio::io::split(o);
+    let (mut xr, mut xw) = tokio::io::split(x);
+    ow.write_all(&[5u8; 100_000]).await.expect("write");
+    let mut buf = vec![0u8; 100_000];
+    xr.read_exact(&mut buf).await.expect("the data arrives");
+    // The originator's peer shuts down: BREAK(destroyed), no FIN.
+    net.dps[0].shutdown().await;
+    let err = xr.read(&mut buf).await.expect_err("read fails");
+    assert!(err.to_string().contains("destroyed"), "{err}");
+    let err = xw.write_all(&[1u8; 10]).await.expect_err("write fails");
+    assert!(err.to_string().contains("destroyed"), "{err}");
+    wait_empty(&net).await;
+}
+
+/// The exit drops its stream (FIN) and stops reading: the originator reads
+/// a clean end, and its writes fail once the exit breaks the circuit.
+#[actix_rt::test]
+async fn a_peer_that_stops_reading_fails_our_writes_not_our_reads() {
+    let net = chain().await;
+    let (o, x) = open(&net).await;
+    let (mut or, mut ow) = tokio::io::split(o);
+    drop(x);
+    let mut buf = [0u8; 16];
+    assert_eq!(or.read(&mut buf).await.expect("clean end"), 0);
+    let writes = async {
+        loop {
+            if let Err(e) = ow.write_all(&[9u8; 4096]).await {
+                return e;
+            }
+        }
+    };
+    let err = tokio::time::timeout(Duration::from_secs(10), writes)
+        .await
+        .expect("writes fail in time");
+    assert!(err.to_string().contains("destroyed"), "{err}");
+    wait_empty(&net).await;
+}

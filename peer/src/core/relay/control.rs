@@ -201,6 +201,7 @@ impl RelayCore {
         match c.back.end {
             End::Link(l, ci) => self.send_ctrl(l, ci, CellMsg::Confirm),
             End::Local => self.outputs.push_back(Output::Confirmed { key }),
+            End::Gone => {}
         }
     }
 
@@ -210,7 +211,9 @@ impl RelayCore {
             Some(Slot::Live(key)) => {
                 self.send_ctrl(link, circ, CellMsg::BreakAck);
                 self.release(link, circ);
-                self.kill(now, key, reason, Some((link, circ)));
+                if !self.order_break(now, key, link, circ, reason) {
+                    self.kill(now, key, reason, Some((link, circ)));
+                }
             }
             // Both ends broke at once: ack theirs, keep waiting for ours.
             Some(Slot::Breaking { .. }) => self.send_ctrl(link, circ, CellMsg::BreakAck),
@@ -220,6 +223,50 @@ impl RelayCore {
                 self.send_ctrl(link, circ, CellMsg::BreakAck);
             }
         }
+    }
+
+    /// BREAK came in on `(link, circ)` (already acked and freed) while DATA
+    /// from that side still waits here for the next hop's credit. Keep the
+    /// order of that direction: the cells go out first, the BREAK behind
+    /// them ([`Stage::Draining`]); the other direction, which leads to the
+    /// half that broke, is dropped at once. Returns `false` when there is
+    /// nothing to wait for and the BREAK passes on now.
+    fn order_break(
+        &mut self,
+        now: Instant,
+        key: CircKey,
+        link: LinkId,
+        circ: CircuitId,
+        reason: BreakReason,
+    ) -> bool {
+        let deadline = now + self.cfg.break_timeout;
+        let Some(c) = self.circuits.get_mut(&key) else {
+            return false;
+        };
+        // Draining already: the BREAK comes from where we drain to.
+        if c.stage != Stage::Open {
+            return false;
+        }
+        let Some(from) = c.dir_of(link, circ) else {
+            return false;
+        };
+        let Some((src, dst)) = c.pair_mut(from) else {
+            return false;
+        };
+        let End::Link(out, _) = dst.end else {
+            return false; // A local end takes the queue with `Closed`.
+        };
+        if src.flow.queue.is_empty() || self.links.get(&out).is_none_or(|l| l.closing) {
+            return false;
+        }
+        src.end = End::Gone;
+        dst.flow.queue.clear();
+        c.stage = Stage::Draining {
+            toward: from.opposite(),
+            reason,
+            deadline,
+        };
+        true
     }
 
     /// BREAK_ACK: the half is free on both ends now.
@@ -253,6 +300,7 @@ impl RelayCore {
             }
         } else {
             self.drain(key, dir);
+            self.finish_drain(now, key);
         }
     }
 }

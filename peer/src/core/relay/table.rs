@@ -7,7 +7,7 @@
 //! owns the [`Flow`] of the cells that *arrive* on it and the credit for
 //! the cells we *send* on it.
 
-use anomos_common::cell::{CircuitIdAllocator, CELL_LEN};
+use anomos_common::cell::{BreakReason, CircuitIdAllocator, CELL_LEN};
 use anomos_common::relay_crypto::{OriginLayers, RelayLayer};
 use anomos_common::{CircuitId, Nid};
 use std::collections::VecDeque;
@@ -29,6 +29,9 @@ pub(crate) enum End {
     Link(LinkId, CircuitId),
     /// The local endpoint (originator or exit).
     Local,
+    /// A link half that sent us BREAK while the other direction still had
+    /// cells queued: acknowledged and freed, nothing goes there any more.
+    Gone,
 }
 
 /// Which side of a circuit.
@@ -38,6 +41,16 @@ pub(crate) enum Dir {
     Back,
     /// Towards the exit.
     Fwd,
+}
+
+impl Dir {
+    /// The other side.
+    pub(crate) fn opposite(self) -> Dir {
+        match self {
+            Dir::Back => Dir::Fwd,
+            Dir::Fwd => Dir::Back,
+        }
+    }
 }
 
 /// Hop-by-hop credit state of one side, plus the queue of DATA cells that
@@ -86,6 +99,15 @@ pub(crate) enum Stage {
     Extending { deadline: Instant },
     /// CONFIRM seen (or sent, at the exit): DATA may flow.
     Open,
+    /// A BREAK(`reason`) came in on the side opposite `toward` while DATA
+    /// from it was still queued here for `toward`: those cells go out first
+    /// (as credit allows), then the BREAK; at `deadline` the rest is dropped
+    /// and the BREAK goes anyway. The other direction is torn down.
+    Draining {
+        toward: Dir,
+        reason: BreakReason,
+        deadline: Instant,
+    },
 }
 
 /// The relay-layer crypto this peer applies on a circuit.
@@ -145,10 +167,9 @@ impl Circuit {
         }
     }
 
-    /// Both sides are links: the cells are someone else's (relayed bytes).
+    /// Neither side is local: the cells are someone else's (relayed bytes).
     pub(crate) fn is_relayed(&self) -> bool {
-        matches!(self.back.end, End::Link(..))
-            && matches!(self.fwd.as_ref().map(|s| s.end), Some(End::Link(..)))
+        self.back.end != End::Local && self.fwd.as_ref().is_some_and(|s| s.end != End::Local)
     }
 
     /// The side facing the link for a local endpoint (originator: `Fwd`,
@@ -163,10 +184,13 @@ impl Circuit {
         }
     }
 
-    /// The set-up deadline, if the circuit is not open yet.
+    /// The set-up deadline, if the circuit is not open yet, or the drain
+    /// deadline of an ordered BREAK.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match self.stage {
-            Stage::Peeling { deadline } | Stage::Extending { deadline } => Some(deadline),
+            Stage::Peeling { deadline }
+            | Stage::Extending { deadline }
+            | Stage::Draining { deadline, .. } => Some(deadline),
             Stage::Open => None,
         }
     }

@@ -444,3 +444,123 @@ fn duplicate_nid_is_refused() {
     let mut h = harness(8);
     assert!(h.core.add_link(Nid(1), true).is_err());
 }
+
+/// A cells from A queue at us (B gives no credit), then A breaks: the
+/// BREAK must leave towards B only after those cells, as credit allows.
+#[test]
+fn break_waits_behind_queued_data_of_its_direction() {
+    let w = 4u16;
+    let mut h = harness(w);
+    let (_, id) = h.open();
+    for i in 0..2 * w {
+        h.feed(h.a, Cell::new(CircuitId(1), data(i as u8)));
+    }
+    assert_eq!(h.sent(h.b).len(), usize::from(w), "one window went out");
+    h.sent(h.a);
+    h.feed(
+        h.a,
+        Cell::new(CircuitId(1), CellMsg::Break(BreakReason::Destroyed)),
+    );
+    assert_eq!(
+        h.sent(h.a),
+        vec![Cell::new(CircuitId(1), CellMsg::BreakAck)]
+    );
+    assert_eq!(h.sent(h.b), vec![], "the BREAK waits behind the queue");
+    let n = std::num::NonZeroU16::new(w).expect("w");
+    h.feed(h.b, Cell::new(id, CellMsg::Credit(n)));
+    let out = h.sent(h.b);
+    assert_eq!(out.len(), usize::from(w) + 1);
+    assert!(out[..usize::from(w)]
+        .iter()
+        .all(|c| matches!(c.msg, CellMsg::Data(_))));
+    assert_eq!(
+        out[usize::from(w)],
+        Cell::new(id, CellMsg::Break(BreakReason::Destroyed))
+    );
+    assert_eq!(h.sent(h.a), vec![], "no CREDIT to the half that is gone");
+    h.feed(h.b, Cell::new(id, CellMsg::BreakAck));
+    assert_eq!((h.core.circuit_count(), h.core.half_count()), (0, 0));
+    assert_eq!(h.core.ids_in_use(h.b), 0);
+}
+
+/// A queue of W cells from A waits for B's credit when A's BREAK arrives.
+fn draining(h: &mut Harness, w: u16) -> CircuitId {
+    let (_, id) = h.open();
+    for i in 0..2 * w {
+        h.feed(h.a, Cell::new(CircuitId(1), data(i as u8)));
+    }
+    h.sent(h.b);
+    h.sent(h.a);
+    h.feed(
+        h.a,
+        Cell::new(CircuitId(1), CellMsg::Break(BreakReason::Destroyed)),
+    );
+    h.sent(h.a);
+    id
+}
+
+#[test]
+fn while_draining_the_other_direction_is_torn_down() {
+    let mut h = harness(4);
+    let id = draining(&mut h, 4);
+    // B's DATA towards A, which broke, is dropped; nothing reaches A.
+    h.feed(h.b, Cell::new(id, data(3)));
+    assert_eq!(h.count(&h.metrics.cells_dropped, "circuit_closing"), 1);
+    assert_eq!(h.sent(h.a), vec![]);
+    assert_eq!(h.core.half_count(), 1, "A's half is freed at once");
+    assert!(h.core.max_queue() <= 4, "memory bound held");
+    // B breaks too (crossing): the tail is dropped, nothing more is sent.
+    h.feed(h.b, Cell::new(id, CellMsg::Break(BreakReason::None)));
+    assert_eq!(h.sent(h.b), vec![Cell::new(id, CellMsg::BreakAck)]);
+    assert_eq!(h.sent(h.a), vec![]);
+    assert_eq!((h.core.circuit_count(), h.core.half_count()), (0, 0));
+    assert_eq!(h.core.ids_in_use(h.b), 0);
+}
+
+#[test]
+fn a_drain_that_gets_no_credit_breaks_at_the_break_timeout() {
+    let mut h = harness(4);
+    let id = draining(&mut h, 4);
+    let t = h.core.poll_timeout().expect("drain deadline");
+    assert_eq!(t, h.now + Duration::from_secs(5));
+    h.core.handle_timeout(t);
+    assert_eq!(
+        h.sent(h.b),
+        vec![Cell::new(id, CellMsg::Break(BreakReason::Destroyed))]
+    );
+    assert_eq!(h.count(&h.metrics.cells_dropped, "drain_timeout"), 1);
+    assert_eq!(h.core.circuit_count(), 0);
+    h.feed(h.b, Cell::new(id, CellMsg::BreakAck));
+    assert_eq!(h.core.half_count(), 0);
+}
+
+#[test]
+fn losing_the_link_drained_towards_frees_everything() {
+    let mut h = harness(4);
+    draining(&mut h, 4);
+    h.core.link_lost(h.now, h.b);
+    assert_eq!(h.sent(h.a), vec![], "A's half is gone already");
+    assert_eq!((h.core.circuit_count(), h.core.half_count()), (0, 0));
+    assert_eq!(h.core.poll_timeout(), None);
+}
+
+#[test]
+fn a_break_with_nothing_queued_passes_on_at_once() {
+    let mut h = harness(4);
+    let (_, id) = h.open();
+    // B still has cells queued here for A: they die with A's BREAK.
+    for i in 0..8u8 {
+        h.feed(h.b, Cell::new(id, data(i)));
+    }
+    h.sent(h.a);
+    h.sent(h.b);
+    h.feed(
+        h.a,
+        Cell::new(CircuitId(1), CellMsg::Break(BreakReason::Destroyed)),
+    );
+    assert_eq!(
+        h.sent(h.b),
+        vec![Cell::new(id, CellMsg::Break(BreakReason::Destroyed))]
+    );
+    assert_eq!(h.core.circuit_count(), 0);
+}
