@@ -38,7 +38,11 @@ step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
-cargo test --workspace --locked
+test_log=$(mktemp)
+trap 'rm -f "$test_log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$test_log"
+passed=$(grep -o '[0-9]* passed' "$test_log" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -o '[0-9]* failed' "$test_log" | awk '{s += $1} END {print s + 0}')
 
 if [[ "${SKIP_FUZZ:-0}" != 1 ]]; then
   step "fuzz (${FUZZ_SECONDS:-5}s per target)"
@@ -67,3 +71,4 @@ cargo bench --workspace --no-run --locked
 
 echo
 echo "all checks passed"
+echo "tests: $passed passed, $failed failed"

@@ -124,9 +124,9 @@ pub enum ErrorCode {
     BadRequest,
     /// Body over the size limit. HTTP 413.
     TooLarge,
-    /// Signature or identity check failed. HTTP 403.
+    /// Signature or identity check failed. HTTP 401.
     Unauthorized,
-    /// Timestamp too far from the tracker's clock; fix the clock. HTTP 403.
+    /// Timestamp too far from the tracker's clock; fix the clock. HTTP 401.
     Stale,
     /// Nonce (or an older timestamp) already seen for this identity. HTTP 409.
     Replayed,

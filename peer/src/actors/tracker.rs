@@ -1,0 +1,443 @@
+//! The Tracker actor (the peer's tracker client): periodic and early
+//! announces, and applying the answers.
+//!
+//! Announces follow the interval the tracker returns and are spaced at
+//! least `min_gap` apart (the tracker rate-limits identities). An early
+//! announce is asked for when a link fails ([`LinkFailed`], from a Neighbor
+//! actor), a circuit fails or a neighbour misbehaves ([`CircuitFailed`],
+//! [`NeighbourMisbehaved`], from the Relay actor), an incoming link names a
+//! NID we do not know yet ([`UnknownNidSeen`], from the listener), or a
+//! download wants circuits ([`WantCircuits`]). An unreachable tracker is
+//! retried with exponential back-off and jitter, and early requests wait
+//! for that retry. A response starts and stops Neighbor actors and sends
+//! each circuit grant to the Relay actor.
+//!
+//! Architecture invariant: this actor never waits on another inside a
+//! handler. It asks the Relay with `send(..).into_actor(self)`
+//! continuations; the Relay and the Neighbors only `do_send` events back.
+
+mod announce;
+
+#[cfg(test)]
+mod tests;
+
+pub use announce::{unix_now, Announcer, HttpsAnnouncer, Torrents};
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use anomos_common::api::{AnnounceRequest, AnnounceResponse, HeldLink, Neighbour, PeerEvent};
+use anomos_common::identity::PeerIdentity;
+use anomos_common::{InfoHash, Nid};
+use tokio::sync::{mpsc, watch};
+
+use super::neighbor::UpdateNeighbour;
+use super::neighbor::{DropNeighbour, LinkAccepted, LinkFailed, Neighbor, NeighborDeps};
+use super::relay::{
+    CircuitFailed, GetStats, NeighbourMisbehaved, Originate, Relay, RelayStats, ServingChanged,
+    Shutdown,
+};
+use super::Plane;
+use crate::core::backoff::Backoff;
+use crate::error::TrackerError;
+use crate::metrics::Metrics;
+use crate::net::NeighbourTable;
+
+/// Events and requests queued at most (the listener uses `try_send`).
+const MAILBOX: usize = 64;
+
+/// An incoming link named a NID the neighbour table does not hold yet (the
+/// tracker may have told the other end first). Sent by the link listener;
+/// asks for an early announce.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct UnknownNidSeen {
+    /// The NID.
+    pub nid: Nid,
+}
+
+/// Ask the tracker for `n` circuits to sources of `infohash`; opened ones go
+/// to `deliver`. Sent by `RunningPeer::want_circuits`.
+pub struct WantCircuits<S> {
+    /// The torrent.
+    pub infohash: InfoHash,
+    /// How many circuits.
+    pub n: u16,
+    /// Where the opened circuits go.
+    pub deliver: mpsc::Sender<S>,
+}
+
+impl<S> std::fmt::Debug for WantCircuits<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WantCircuits({})", self.n)
+    }
+}
+
+impl<S: 'static> Message for WantCircuits<S> {
+    type Result = ();
+}
+
+/// Break every circuit, announce `stopped`, stop the Neighbors, then stop.
+/// Sent by `RunningPeer::stop`; answered when all that is done.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Settings of the actor.
+#[derive(Debug, Clone)]
+pub struct TrackerSettings {
+    /// The port the link listener actually bound.
+    pub listen_port: u16,
+    /// Shortest gap between announces.
+    pub min_gap: Duration,
+    /// Back-off when the tracker is unreachable.
+    pub retry: Duration,
+    /// Longest back-off.
+    pub retry_max: Duration,
+}
+
+/// The actor (see module docs).
+pub struct Tracker<P: Plane> {
+    announcer: Rc<dyn Announcer>,
+    id: Rc<PeerIdentity>,
+    set: TrackerSettings,
+    metrics: Metrics,
+    relay: Addr<Relay<P>>,
+    deps: Rc<NeighborDeps<P>>,
+    table: watch::Sender<NeighbourTable>,
+    neighbours: HashMap<Nid, (Neighbour, Addr<Neighbor<P>>)>,
+    failed: BTreeSet<Nid>,
+    torrents: Torrents<P::Stream>,
+    /// The tracker took our `started` announce.
+    started: bool,
+    backoff: Backoff,
+    /// The next scheduled announce.
+    timer: Option<(Instant, SpawnHandle)>,
+    /// An announce is in flight; `early` asks for another when it ends.
+    announcing: bool,
+    early: bool,
+    last: Option<Instant>,
+    stopping: bool,
+}
+
+impl<P: Plane> std::fmt::Debug for Tracker<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tracker({} neighbours)", self.neighbours.len())
+    }
+}
+
+impl<P: Plane> Tracker<P> {
+    /// An actor announcing through `announcer` as `id`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        announcer: Rc<dyn Announcer>,
+        id: Rc<PeerIdentity>,
+        set: TrackerSettings,
+        metrics: Metrics,
+        relay: Addr<Relay<P>>,
+        deps: Rc<NeighborDeps<P>>,
+        table: watch::Sender<NeighbourTable>,
+    ) -> Self {
+        let backoff = Backoff::new(set.retry, set.retry_max);
+        Tracker {
+            announcer,
+            id,
+            set,
+            metrics,
+            relay,
+            deps,
+            table,
+            neighbours: HashMap::new(),
+            failed: BTreeSet::new(),
+            torrents: Torrents::default(),
+            started: false,
+            backoff,
+            timer: None,
+            announcing: false,
+            early: false,
+            last: None,
+            stopping: false,
+        }
+    }
+
+    /// Announce at `at` instead of whenever was planned.
+    fn schedule(&mut self, at: Instant, ctx: &mut Context<Self>) {
+        if let Some((_, old)) = self.timer.take() {
+            ctx.cancel_future(old);
+        }
+        let delay = at.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(delay, |act, ctx| act.announce(ctx));
+        self.timer = Some((at, handle));
+    }
+
+    /// Announce as early as the gap and any back-off allow.
+    fn announce_soon(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        if self.announcing {
+            self.early = true;
+            return;
+        }
+        // Unreachable: the scheduled retry comes first.
+        if self.backoff.failures() > 0 && self.timer.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let at = self.last.map_or(now, |l| l + self.set.min_gap).max(now);
+        if self.timer.as_ref().is_none_or(|(t, _)| *t > at) {
+            self.schedule(at, ctx);
+        }
+    }
+
+    fn announce(&mut self, ctx: &mut Context<Self>) {
+        self.timer = None;
+        if self.stopping || self.announcing {
+            return;
+        }
+        self.announcing = true;
+        self.early = false;
+        self.last = Some(Instant::now());
+        let event = if self.started {
+            PeerEvent::Heartbeat
+        } else {
+            PeerEvent::Started
+        };
+        let fut = self
+            .relay
+            .send(GetStats)
+            .into_actor(self)
+            .then(move |stats, act, _| {
+                let req = act.request(event, stats.unwrap_or_default());
+                let failed = req.failed_nids.clone();
+                let exchange = act.announcer.announce(req);
+                async move { (failed, exchange.await) }.into_actor(act)
+            })
+            .map(|(failed, res), act, ctx| act.answered(&failed, res, ctx));
+        ctx.spawn(fut);
+    }
+
+    fn answered(
+        &mut self,
+        failed: &[Nid],
+        res: Result<AnnounceResponse, TrackerError>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.announcing = false;
+        if self.stopping {
+            return;
+        }
+        let next = match res {
+            Ok(resp) => {
+                self.metrics.announces.with_label_values(&["ok"]).inc();
+                self.backoff.reset();
+                self.started = true;
+                for nid in failed {
+                    self.failed.remove(nid);
+                }
+                self.torrents.announced();
+                let interval = Duration::from_secs(u64::from(resp.interval_secs).max(1));
+                self.apply(resp, ctx);
+                Instant::now() + interval
+            }
+            Err(e) => {
+                self.metrics.announces.with_label_values(&[e.kind()]).inc();
+                tracing::warn!(error = %e, "announce failed");
+                Instant::now() + self.backoff.fail(&mut rand::rng())
+            }
+        };
+        self.schedule(next, ctx);
+        if std::mem::take(&mut self.early) {
+            self.announce_soon(ctx);
+        }
+    }
+
+    fn request(&self, event: PeerEvent, stats: RelayStats) -> AnnounceRequest {
+        let held = if event == PeerEvent::Stopped {
+            Vec::new()
+        } else {
+            stats.links
+        };
+        AnnounceRequest {
+            peer_id: self.id.peer_id(),
+            timestamp: unix_now(),
+            nonce: rand::random(),
+            onion_public: self.id.onion_public(),
+            listen_port: self.set.listen_port,
+            listen_ip: None,
+            event,
+            torrents: self.torrents.announce(event),
+            relayed_bytes: stats.relayed_bytes,
+            failed_nids: self.failed.iter().copied().collect(),
+            held_links: held
+                .into_iter()
+                .map(|(nid, peer)| HeldLink { nid, peer })
+                .collect(),
+        }
+    }
+
+    /// Apply the tracker's view: dropped NIDs first, then the full set,
+    /// then the grants.
+    fn apply(&mut self, resp: AnnounceResponse, ctx: &mut Context<Self>) {
+        for nid in &resp.dropped_nids {
+            if let Some((_, a)) = self.neighbours.remove(nid) {
+                a.do_send(DropNeighbour);
+            }
+        }
+        let listed: BTreeMap<Nid, Neighbour> =
+            resp.neighbours.iter().map(|n| (n.nid, *n)).collect();
+        self.neighbours.retain(|nid, (old, a)| {
+            let keep = listed
+                .get(nid)
+                .is_some_and(|n| n.pin == old.pin && n.addr == old.addr);
+            if !keep {
+                a.do_send(DropNeighbour);
+            }
+            keep
+        });
+        for n in listed.values() {
+            match self.neighbours.get_mut(&n.nid) {
+                Some((old, a)) => {
+                    *old = *n;
+                    a.do_send(UpdateNeighbour { neighbour: *n });
+                }
+                None => {
+                    let a = Neighbor::new(self.deps.clone(), *n).start();
+                    self.neighbours.insert(n.nid, (*n, a));
+                }
+            }
+        }
+        self.table.send_replace(Arc::new(listed));
+        for grant in resp.circuits {
+            self.originate(grant, ctx);
+        }
+    }
+
+    fn originate(&mut self, grant: anomos_common::api::CircuitGrant, ctx: &mut Context<Self>) {
+        let infohash = grant.infohash;
+        let Some(deliver) = self.torrents.grant(infohash) else {
+            return;
+        };
+        let opening = self.relay.send(Originate { grant, deliver });
+        let fut = opening.into_actor(self).map(move |res, act, ctx| {
+            let ok = matches!(res, Ok(Ok(())));
+            if let Ok(Err(why)) = res {
+                tracing::info!(why, "circuit failed to open");
+            }
+            // A failed circuit is asked for again at once.
+            if act.torrents.settled(infohash, ok) {
+                act.announce_soon(ctx);
+            }
+        });
+        ctx.spawn(fut);
+    }
+}
+
+impl<P: Plane> Actor for Tracker<P> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX);
+        self.announce(ctx);
+    }
+}
+
+impl<P: Plane> Handler<LinkFailed> for Tracker<P> {
+    type Result = ();
+    fn handle(&mut self, m: LinkFailed, ctx: &mut Context<Self>) {
+        self.failed.insert(m.nid);
+        self.announce_soon(ctx);
+    }
+}
+
+impl<P: Plane> Handler<CircuitFailed> for Tracker<P> {
+    type Result = ();
+    fn handle(&mut self, m: CircuitFailed, ctx: &mut Context<Self>) {
+        self.failed.extend(m.nids);
+        self.announce_soon(ctx);
+    }
+}
+
+impl<P: Plane> Handler<NeighbourMisbehaved> for Tracker<P> {
+    type Result = ();
+    fn handle(&mut self, m: NeighbourMisbehaved, ctx: &mut Context<Self>) {
+        self.failed.insert(m.nid);
+        self.announce_soon(ctx);
+    }
+}
+
+impl<P: Plane> Handler<UnknownNidSeen> for Tracker<P> {
+    type Result = ();
+    fn handle(&mut self, _: UnknownNidSeen, ctx: &mut Context<Self>) {
+        self.announce_soon(ctx);
+    }
+}
+
+impl<P: Plane> Handler<LinkAccepted> for Tracker<P> {
+    type Result = ();
+    /// Route to the NID's Neighbor; a link for a NID dropped meanwhile closes.
+    fn handle(&mut self, m: LinkAccepted, _: &mut Context<Self>) {
+        if let Some((_, a)) = self.neighbours.get(&m.link.nid) {
+            a.do_send(m);
+        }
+    }
+}
+
+impl<P: Plane> Handler<ServingChanged> for Tracker<P> {
+    type Result = ();
+    fn handle(&mut self, m: ServingChanged, ctx: &mut Context<Self>) {
+        self.torrents.set_seeding(m.infohash, m.serving);
+        self.announce_soon(ctx);
+    }
+}
+
+impl<P: Plane> Handler<WantCircuits<P::Stream>> for Tracker<P> {
+    type Result = ();
+    fn handle(&mut self, m: WantCircuits<P::Stream>, ctx: &mut Context<Self>) {
+        self.torrents.want(m.infohash, m.n, m.deliver);
+        self.announce_soon(ctx);
+    }
+}
+
+impl<P: Plane> Handler<Stop> for Tracker<P> {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// Stop announcing → Relay shutdown (BREAK every circuit) → announce
+    /// `stopped` → Neighbors stop → this actor stops.
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        if let Some((_, t)) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        let fut = self
+            .relay
+            .send(GetStats)
+            .into_actor(self)
+            .then(|stats, act, _| {
+                let stats = stats.unwrap_or_default();
+                let breaking = act.relay.send(Shutdown);
+                async move {
+                    let _ = breaking.await;
+                    stats
+                }
+                .into_actor(act)
+            })
+            .then(|stats, act, _| {
+                let req = act.request(PeerEvent::Stopped, stats);
+                act.announcer.announce(req).into_actor(act)
+            })
+            .map(|res, act, ctx| {
+                let result = res.as_ref().map_or_else(|e| e.kind(), |_| "ok");
+                act.metrics.announces.with_label_values(&[result]).inc();
+                for (_, (_, a)) in act.neighbours.drain() {
+                    a.do_send(DropNeighbour);
+                }
+                act.table.send_replace(Arc::new(BTreeMap::new()));
+                ctx.stop();
+            });
+        Box::pin(fut)
+    }
+}

@@ -1,0 +1,172 @@
+//! What the Tracker actor announces: the signed HTTPS exchange behind the
+//! [`Announcer`] seam, and the per-torrent bookkeeping that fills the
+//! request (roles, events, circuits still wanted).
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use anomos_common::api::{
+    AnnounceRequest, AnnounceResponse, Message, PeerEvent, Role, SignedAnnounce, TorrentAnnounce,
+    TorrentEvent,
+};
+use anomos_common::identity::PeerIdentity;
+use anomos_common::InfoHash;
+use tokio::sync::mpsc;
+
+use crate::actors::LocalFuture;
+use crate::error::TrackerError;
+use crate::net::tracker_client::TrackerClient;
+
+/// Sends one announce and returns the tracker's answer. The real one signs
+/// and posts over HTTPS; tests substitute a recording double.
+pub trait Announcer: 'static {
+    /// One exchange.
+    fn announce(&self, req: AnnounceRequest)
+        -> LocalFuture<Result<AnnounceResponse, TrackerError>>;
+}
+
+/// Signed announces over the pinned HTTPS connection.
+pub struct HttpsAnnouncer {
+    /// Signs the request.
+    pub id: Rc<PeerIdentity>,
+    /// Keeps the connection between announces; one exchange at a time.
+    pub client: Rc<tokio::sync::Mutex<TrackerClient>>,
+}
+
+impl std::fmt::Debug for HttpsAnnouncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpsAnnouncer")
+    }
+}
+
+impl Announcer for HttpsAnnouncer {
+    fn announce(
+        &self,
+        req: AnnounceRequest,
+    ) -> LocalFuture<Result<AnnounceResponse, TrackerError>> {
+        let body = SignedAnnounce::sign(&self.id, &req).and_then(|s| s.encode());
+        let client = self.client.clone();
+        Box::pin(async move {
+            let body = body.map_err(TrackerError::Api)?;
+            client.lock().await.announce(&body).await
+        })
+    }
+}
+
+struct Torrent<S> {
+    role: Role,
+    event: TorrentEvent,
+    /// Circuits still to deliver, and how many grants are being opened.
+    remaining: u16,
+    in_flight: u16,
+    deliver: Option<mpsc::Sender<S>>,
+}
+
+/// The torrents this peer announces, by infohash.
+pub struct Torrents<S> {
+    map: BTreeMap<InfoHash, Torrent<S>>,
+}
+
+impl<S> Default for Torrents<S> {
+    fn default() -> Self {
+        Torrents {
+            map: BTreeMap::new(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Torrents<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Torrents({})", self.map.len())
+    }
+}
+
+impl<S> Torrents<S> {
+    fn entry(&mut self, infohash: InfoHash, role: Role) -> &mut Torrent<S> {
+        self.map.entry(infohash).or_insert(Torrent {
+            role,
+            event: TorrentEvent::Started,
+            remaining: 0,
+            in_flight: 0,
+            deliver: None,
+        })
+    }
+
+    /// The exit serves `infohash` now (`serving`) or no longer does.
+    pub fn set_seeding(&mut self, infohash: InfoHash, serving: bool) {
+        if serving {
+            let t = self.entry(infohash, Role::Seeding);
+            t.role = Role::Seeding;
+            if t.event == TorrentEvent::Stopped {
+                t.event = TorrentEvent::Started;
+            }
+        } else if let Some(t) = self.map.get_mut(&infohash) {
+            t.event = TorrentEvent::Stopped;
+        }
+    }
+
+    /// A download wants `n` more circuits, delivered on `deliver`.
+    pub fn want(&mut self, infohash: InfoHash, n: u16, deliver: mpsc::Sender<S>) {
+        let t = self.entry(infohash, Role::Leeching);
+        t.remaining = t.remaining.saturating_add(n);
+        t.deliver = Some(deliver);
+    }
+
+    /// A grant for `infohash` arrived: where to deliver it, if anyone waits.
+    pub fn grant(&mut self, infohash: InfoHash) -> Option<mpsc::Sender<S>> {
+        let t = self.map.get_mut(&infohash)?;
+        let deliver = t.deliver.clone()?;
+        t.in_flight = t.in_flight.saturating_add(1);
+        Some(deliver)
+    }
+
+    /// A grant was opened (`ok`) or failed; whether to ask again early.
+    pub fn settled(&mut self, infohash: InfoHash, ok: bool) -> bool {
+        let Some(t) = self.map.get_mut(&infohash) else {
+            return false;
+        };
+        t.in_flight = t.in_flight.saturating_sub(1);
+        if ok {
+            t.remaining = t.remaining.saturating_sub(1);
+        }
+        !ok && t.remaining > t.in_flight && t.deliver.as_ref().is_some_and(|d| !d.is_closed())
+    }
+
+    /// The torrents part of a request for `event`.
+    pub fn announce(&self, event: PeerEvent) -> Vec<TorrentAnnounce> {
+        let map = self.map.iter();
+        map.map(|(ih, t)| TorrentAnnounce {
+            infohash: *ih,
+            role: t.role,
+            event: if event == PeerEvent::Stopped {
+                TorrentEvent::Stopped
+            } else {
+                t.event
+            },
+            uploaded: 0,
+            downloaded: 0,
+            left: if t.role == Role::Seeding { 0 } else { 1 },
+            circuits_wanted: match (event, t.deliver.as_ref()) {
+                (PeerEvent::Stopped, _) | (_, None) => 0,
+                (_, Some(d)) if d.is_closed() => 0,
+                _ => t.remaining.saturating_sub(t.in_flight),
+            },
+        })
+        .collect()
+    }
+
+    /// The tracker took an announce: events are reported, stopped torrents go.
+    pub fn announced(&mut self) {
+        self.map.retain(|_, t| t.event != TorrentEvent::Stopped);
+        for t in self.map.values_mut() {
+            t.event = TorrentEvent::None;
+        }
+    }
+}
+
+/// The wall clock as Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,120 @@
+//! Tracker actor: early announces on failures (spaced by the minimum gap,
+//! carrying the failed NIDs), back-off when unreachable, responses start
+//! and stop Neighbor actors, and the stop order.
+
+use std::time::Duration;
+
+use anomos_common::api::PeerEvent;
+use anomos_common::{Nid, Pin};
+
+use super::*;
+use crate::actors::testkit::{
+    entry, eventually, idle_response, tracker_and_relay, FakeAnnouncer, FakePlane,
+};
+
+fn setup() -> (FakePlane, FakeAnnouncer) {
+    let plane = FakePlane::default();
+    let ann = FakeAnnouncer {
+        plane: plane.clone(),
+        ..FakeAnnouncer::default()
+    };
+    (plane, ann)
+}
+
+async fn announces(ann: &FakeAnnouncer, n: usize, within: Duration) -> bool {
+    eventually(within, || ann.seen.borrow().len() >= n).await
+}
+
+#[actix::test]
+async fn link_failed_triggers_an_early_announce_carrying_the_nid() {
+    let (plane, ann) = setup();
+    let (tracker, _relay, _table) = tracker_and_relay(&plane, &ann);
+    assert!(announces(&ann, 1, Duration::from_secs(1)).await);
+    assert_eq!(ann.seen.borrow()[0].req.event, PeerEvent::Started);
+
+    tracker.send(LinkFailed { nid: Nid(21) }).await.unwrap();
+    tracker.send(LinkFailed { nid: Nid(22) }).await.unwrap();
+    assert!(
+        announces(&ann, 2, Duration::from_secs(1)).await,
+        "no early announce"
+    );
+    // Both failures ride on one announce; a reported NID is not repeated.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    tracker.send(UnknownNidSeen { nid: Nid(1) }).await.unwrap();
+    assert!(announces(&ann, 3, Duration::from_secs(1)).await);
+    let seen = ann.seen.borrow();
+    assert_eq!(seen[1].req.event, PeerEvent::Heartbeat);
+    assert_eq!(seen[1].req.failed_nids, vec![Nid(21), Nid(22)]);
+    assert!(seen[2].req.failed_nids.is_empty());
+}
+
+#[actix::test]
+async fn an_unreachable_tracker_is_retried_with_growing_delays() {
+    let (plane, ann) = setup();
+    for _ in 0..4 {
+        let e = TrackerError::Unreachable("refused".into());
+        ann.replies.borrow_mut().push_back(Err(e));
+    }
+    let (tracker, _relay, _table) = tracker_and_relay(&plane, &ann);
+    assert!(announces(&ann, 1, Duration::from_secs(1)).await);
+    // An early request during back-off waits for the scheduled retry.
+    tracker.send(LinkFailed { nid: Nid(3) }).await.unwrap();
+    assert!(announces(&ann, 5, Duration::from_secs(3)).await);
+    let seen = ann.seen.borrow();
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].at - w[0].at).collect();
+    // Caps 40, 80, 160, 320 ms; each delay lies in [cap/2, cap].
+    for (gap, cap) in gaps.iter().zip([40u64, 80, 160, 320]) {
+        let low = Duration::from_millis(cap / 2);
+        assert!(*gap >= low, "gaps {gaps:?}");
+    }
+    // Still `started` until the tracker took one.
+    assert!(seen[..4].iter().all(|s| s.req.event == PeerEvent::Started));
+    assert_eq!(seen[4].req.failed_nids, vec![Nid(3)]);
+}
+
+#[actix::test]
+async fn responses_start_and_stop_neighbors() {
+    let (plane, ann) = setup();
+    let addr = "127.0.0.1:9".parse().unwrap();
+    let mut r = idle_response();
+    r.neighbours = vec![
+        entry(1, addr, Pin([1; 32]), false),
+        entry(2, addr, Pin([2; 32]), false),
+    ];
+    ann.replies.borrow_mut().push_back(Ok(r));
+    let mut r = idle_response();
+    r.neighbours = vec![entry(2, addr, Pin([2; 32]), false)];
+    r.dropped_nids = vec![Nid(1)];
+    ann.replies.borrow_mut().push_back(Ok(r));
+    let (tracker, _relay, table) = tracker_and_relay(&plane, &ann);
+    let two = eventually(Duration::from_secs(1), || table.borrow().len() == 2).await;
+    assert!(two, "neighbour table not published");
+    tracker.send(UnknownNidSeen { nid: Nid(2) }).await.unwrap();
+    let one = eventually(Duration::from_secs(1), || table.borrow().len() == 1).await;
+    assert!(one, "dropped NID still listed");
+    assert!(table.borrow().contains_key(&Nid(2)));
+}
+
+#[actix::test]
+async fn stop_breaks_circuits_before_announcing_stopped_then_ends() {
+    let (plane, ann) = setup();
+    let (tracker, relay, _table) = tracker_and_relay(&plane, &ann);
+    assert!(announces(&ann, 1, Duration::from_secs(1)).await);
+    tracker.send(Stop).await.unwrap();
+    {
+        let seen = ann.seen.borrow();
+        let last = seen.last().unwrap();
+        assert_eq!(last.req.event, PeerEvent::Stopped);
+        assert_eq!(last.shutdowns_before, 1, "stopped announced before BREAK");
+        assert!(last.req.held_links.is_empty());
+    }
+    let ended = eventually(Duration::from_secs(1), || {
+        !tracker.connected() && !relay.connected()
+    })
+    .await;
+    assert!(ended, "actors still running after Stop");
+    // No announce after `stopped`, even when asked.
+    let n = ann.seen.borrow().len();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(ann.seen.borrow().len(), n);
+}

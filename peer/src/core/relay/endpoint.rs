@@ -1,0 +1,184 @@
+//! The local ends of circuits: the originator (which holds every hop's
+//! layer) and the exit (which holds the last layer).
+//!
+//! An endpoint sends by wrapping a plaintext DATA body in its layers and
+//! appending the cell to its link's outbound buffer, one cell per unit of
+//! credit; it receives plaintext bodies from the queue of its link side,
+//! and taking them is what returns credit upstream. So a reader that stops
+//! taking stops the sender after one window.
+
+use super::table::{Circuit, Crypto, Dir, End, Flow, Side, Slot, Stage};
+use super::{take_credit, CircKey, RelayCore};
+use anomos_common::cell::{BreakReason, CellMsg, CELL_BODY_LEN, CELL_HEADER_LEN, CREATE_CODE_LEN};
+use anomos_common::relay_crypto::OriginLayers;
+use anomos_common::Nid;
+use std::time::Instant;
+
+/// Why an endpoint operation did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// No credit: wait for `Output::Writable`.
+    #[error("no credit")]
+    NoCredit,
+    /// The circuit is not open yet.
+    #[error("circuit not open")]
+    NotOpen,
+    /// The circuit is gone.
+    #[error("circuit closed")]
+    Closed,
+}
+
+/// Why a circuit could not be originated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OriginateError {
+    /// No link under the first hop's NID.
+    #[error("no link to the first hop")]
+    NoLink,
+    /// Every circuit id of our side of that link is in use, or the table is full.
+    #[error("no room for another circuit")]
+    Full,
+}
+
+impl RelayCore {
+    /// Open a circuit from a grant whose own layer the shell already peeled:
+    /// CREATE(`code`) on the link named `nid`. Resolves with
+    /// `Output::Confirmed` or `Output::Closed`.
+    pub fn originate(
+        &mut self,
+        now: Instant,
+        nid: Nid,
+        code: &[u8; CREATE_CODE_LEN],
+        layers: OriginLayers,
+    ) -> Result<CircKey, OriginateError> {
+        let link = self.link_of(nid).ok_or(OriginateError::NoLink)?;
+        if self.circuits.len() >= self.cfg.max_circuits {
+            return Err(OriginateError::Full);
+        }
+        let state = self.links.get_mut(&link).filter(|l| !l.closing);
+        let id = state
+            .ok_or(OriginateError::NoLink)?
+            .alloc
+            .allocate()
+            .ok_or(OriginateError::Full)?;
+        let key = CircKey(self.fresh_id());
+        let window = self.cfg.window;
+        self.circuits.insert(
+            key,
+            Circuit {
+                back: Side {
+                    end: End::Local,
+                    flow: Flow::new(window),
+                },
+                fwd: Some(Side {
+                    end: End::Link(link, id),
+                    flow: Flow::new(window),
+                }),
+                stage: Stage::Extending {
+                    deadline: now + self.cfg.setup_timeout,
+                },
+                crypto: Crypto::Origin(Box::new(layers)),
+            },
+        );
+        self.metrics.circuits_active.set(self.circuits.len() as i64);
+        self.halves.insert((link, id), Slot::Live(key));
+        self.send_ctrl(link, id, CellMsg::Create(Box::new(*code)));
+        Ok(key)
+    }
+
+    /// DATA cells the endpoint may send now.
+    pub fn endpoint_credit(&self, key: CircKey) -> Result<u32, EndpointError> {
+        let c = self.circuits.get(&key).ok_or(EndpointError::Closed)?;
+        let dir = c.endpoint_dir().ok_or(EndpointError::Closed)?;
+        if c.stage != Stage::Open {
+            return Err(EndpointError::NotOpen);
+        }
+        Ok(c.side(dir).map_or(0, |s| s.flow.send_credit))
+    }
+
+    /// Send one plaintext DATA body (encrypted in place with the endpoint's
+    /// layers). Uses one unit of credit.
+    pub fn endpoint_send(
+        &mut self,
+        key: CircKey,
+        body: &mut [u8; CELL_BODY_LEN],
+    ) -> Result<(), EndpointError> {
+        let c = self.circuits.get_mut(&key).ok_or(EndpointError::Closed)?;
+        let dir = c.endpoint_dir().ok_or(EndpointError::Closed)?;
+        if c.stage != Stage::Open {
+            return Err(EndpointError::NotOpen);
+        }
+        let side = c.side(dir).ok_or(EndpointError::Closed)?;
+        if side.flow.send_credit == 0 {
+            return Err(EndpointError::NoCredit);
+        }
+        let End::Link(link, circ) = side.end else {
+            return Err(EndpointError::Closed);
+        };
+        let sealed = match (&mut c.crypto, dir) {
+            (Crypto::Origin(o), Dir::Fwd) => o.wrap_forward(body),
+            (Crypto::Relay(l), Dir::Back) => l.add_backward(body),
+            _ => return Err(EndpointError::Closed),
+        };
+        if sealed.is_err() {
+            return Err(EndpointError::Closed);
+        }
+        let out = self.links.get_mut(&link).filter(|l| !l.closing);
+        let out = out.ok_or(EndpointError::Closed)?;
+        out.out.extend_from_slice(&circ.0.to_be_bytes());
+        out.out.push(anomos_common::cell::Command::Data as u8);
+        out.out.extend_from_slice(body);
+        if !out.dirty {
+            out.dirty = true;
+            self.dirty.push(link);
+        }
+        if let Some(s) = c.side_mut(dir) {
+            s.flow.send_credit -= 1;
+        }
+        Ok(())
+    }
+
+    /// Take up to `max` received plaintext bodies (`CELL_BODY_LEN` bytes
+    /// each, appended to `out`); returns how many. Returns credit upstream.
+    pub fn endpoint_recv(
+        &mut self,
+        key: CircKey,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, EndpointError> {
+        let window = self.cfg.window;
+        let c = self.circuits.get_mut(&key).ok_or(EndpointError::Closed)?;
+        let dir = c.endpoint_dir().ok_or(EndpointError::Closed)?;
+        let side = c.side_mut(dir).ok_or(EndpointError::Closed)?;
+        let mut n = 0;
+        while n < max {
+            let Some(cell) = side.flow.queue.pop_front() else {
+                break;
+            };
+            out.extend_from_slice(&cell[CELL_HEADER_LEN..]);
+            n += 1;
+        }
+        side.flow.uncredited += n as u32;
+        let credit = take_credit(&mut side.flow, window);
+        if let (Some(credit), End::Link(link, circ)) = (credit, side.end) {
+            self.send_ctrl(link, circ, CellMsg::Credit(credit));
+        }
+        Ok(n)
+    }
+
+    /// Close a local endpoint's circuit (BREAK(destroyed) on its link). No
+    /// `Closed` output follows for it.
+    pub fn endpoint_close(&mut self, now: Instant, key: CircKey) {
+        if self
+            .circuits
+            .get(&key)
+            .and_then(|c| c.endpoint_dir())
+            .is_none()
+        {
+            return;
+        }
+        self.kill(now, key, BreakReason::Destroyed, None);
+        // The caller asked for it: drop the `Closed` for its own end.
+        self.outputs
+            .retain(|o| !matches!(o, super::Output::Closed { key: k, .. } if *k == key));
+    }
+}
