@@ -20,10 +20,11 @@ const BLOCK: usize = 4 << 20;
 /// Bytes per write and per read.
 const CHUNK: usize = 256 * 1024;
 
-/// The deterministic byte stream of one run.
+/// The deterministic byte stream of one run. Cheap to clone (the exit
+/// hands one to every circuit it holds).
 #[derive(Clone)]
 pub struct Pattern {
-    block: Vec<u8>,
+    block: std::sync::Arc<[u8]>,
 }
 
 impl std::fmt::Debug for Pattern {
@@ -50,7 +51,9 @@ impl Pattern {
     pub fn new(seed: u64) -> Self {
         let mut block = vec![0u8; BLOCK];
         rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut block);
-        Pattern { block }
+        Pattern {
+            block: block.into(),
+        }
     }
 
     /// Write the first `total` bytes of the stream, then shut the writer down.
