@@ -12,6 +12,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod circuit;
 pub mod client;
 pub mod histogram;
 pub mod procstat;

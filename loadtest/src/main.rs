@@ -31,6 +31,13 @@ enum Mode {
     /// reach_retry_secs = 3600 so background re-checks of the unreachable
     /// simulated peers stay out of the figures). --spawn does all that.
     TrackerOnly(TrackerOnlyArgs),
+    /// The peer network layer on 127.0.0.1: a tracker, relay processes and
+    /// two endpoint processes; plain TLS vs circuit throughput, circuit
+    /// set-up latency, and relay memory per idle circuit.
+    Circuit(loadtest::circuit::CircuitArgs),
+    /// One end of a `circuit` run (started by it; not for direct use).
+    #[command(hide = true)]
+    CircuitEndpoint(loadtest::circuit::endpoint::EndpointArgs),
 }
 
 #[derive(Debug, Args)]
@@ -88,7 +95,22 @@ fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Mode::TrackerOnly(a) = Cli::parse().mode;
+    match Cli::parse().mode {
+        Mode::TrackerOnly(a) => tracker_only_main(a),
+        Mode::Circuit(a) => {
+            let report = loadtest::circuit::run(&a)?;
+            print!("{}", report.text());
+            if let Some(path) = &a.json {
+                loadtest::report::write_json(path, &report)?;
+                println!("report written to {}", path.display());
+            }
+            Ok(())
+        }
+        Mode::CircuitEndpoint(a) => loadtest::circuit::endpoint::main(a),
+    }
+}
+
+fn tracker_only_main(a: TrackerOnlyArgs) -> anyhow::Result<()> {
     let target = match (&a.tracker, a.spawn) {
         (Some(url), _) => TrackerTarget::External {
             addr: tracker_only::parse_tracker_url(url)?,
