@@ -13,8 +13,10 @@
 //!
 //! Nothing here reads files: the peer and tracker load and store PEM bytes.
 
+mod ed25519;
 mod peer;
 
+pub use ed25519::{verify_signature_raw, PUBLIC_KEY_LEN};
 pub use peer::{IdentityFiles, PeerIdentity};
 
 use crate::ids::Pin;
@@ -23,7 +25,7 @@ use openssl::bn::BigNum;
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{Id, PKey, PKeyRef, Private};
-use openssl::sign::{Signer, Verifier};
+use openssl::sign::Signer;
 use openssl::x509::extension::BasicConstraints;
 use openssl::x509::{X509Name, X509Ref, X509};
 use rand::CryptoRng;
@@ -95,6 +97,8 @@ pub fn pin_of_x509(cert: &X509Ref) -> Result<Pin, IdentityError> {
 ///
 /// Only the key is checked, not the certificate's dates or self-signature:
 /// the pin of the key is the identity, and a certificate is just its carrier.
+/// openssl decodes the certificate; the signature check itself runs on
+/// `ed25519-dalek` with openssl's acceptance rules ([`verify_signature_raw`]).
 pub fn verify_signature(cert_der: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), IdentityError> {
     let cert = X509::from_der(cert_der)?;
     let key = cert.public_key()?;
@@ -104,15 +108,10 @@ pub fn verify_signature(cert_der: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), I
     if sig.len() != SIGNATURE_LEN {
         return Err(IdentityError::BadSignature);
     }
-    let mut verifier = Verifier::new_without_digest(&key)?;
-    let mut signed = Vec::with_capacity(ANNOUNCE_SIG_CONTEXT.len() + msg.len());
-    signed.extend_from_slice(ANNOUNCE_SIG_CONTEXT);
-    signed.extend_from_slice(msg);
-    // openssl reports a failed verification either as `false` or as an error.
-    match verifier.verify_oneshot(sig, &signed) {
-        Ok(true) => Ok(()),
-        _ => Err(IdentityError::BadSignature),
-    }
+    let raw = key.raw_public_key()?;
+    let raw = <&[u8; PUBLIC_KEY_LEN]>::try_from(raw.as_slice())
+        .map_err(|_| IdentityError::UnsupportedKey)?;
+    verify_signature_raw(raw, msg, sig)
 }
 
 /// The key type of an identity, for callers that must refuse some.
