@@ -80,8 +80,9 @@ async fn drive(a: &CircuitArgs) -> anyhow::Result<Report> {
         .prefix("anomos-circuit-")
         .tempdir()?;
     let token = hex::encode(rand::random::<[u8; 16]>());
-    let tracker_config = tracker_toml(a, &token);
-    let tracker = SpawnedTracker::start(&tracker_bin, &tracker_config)?;
+    let tracker = SpawnedTracker::start(&tracker_bin, &tracker_toml(a, &token))?;
+    // The report shows the config without the run's admin token.
+    let tracker_config = tracker_toml(a, "(per-run token)");
     let url = format!("https://{}", tracker.api);
     let pin = tracker.pin.to_hex();
 
