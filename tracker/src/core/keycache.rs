@@ -14,7 +14,7 @@
 //! `SignedAnnounce::verify`: version, body, skew, pin = peer id, signature.
 //!
 //! The signature check on a cached key is `verify_signature_raw`
-//! (ed25519-dalek with openssl's acceptance rules, about three times faster
+//! (ed25519-dalek with openssl's acceptance rules, about four times faster
 //! than openssl 3.0's Ed25519; BENCHMARKS.md) and needs no openssl key object.
 //!
 //! Only certificates that passed a full verification are stored, and the
