@@ -1,3 +1,6 @@
+//! The load tester's end-to-end runs, one test binary: a tiny
+//! `tracker-only` run here, a tiny `circuit` run in `circuit`.
+//!
 //! A tiny `tracker-only` run end to end: the real `anomos-loadtest` binary
 //! spawns the real `anomos-tracker` on 127.0.0.1, registers 50 peers and
 //! sends heartbeats on 2 connections for 2 seconds. Numbers are not
@@ -9,22 +12,26 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// `target/<profile>/anomos-tracker`, built on demand: `cargo test
-/// --workspace` builds it, `cargo test -p loadtest` alone does not.
-fn tracker_bin() -> PathBuf {
+#[path = "loadtest/circuit.rs"]
+mod circuit;
+
+/// `target/<profile>/NAME` of package `package`, built on demand: `cargo
+/// test --workspace` builds both binaries, `cargo test -p loadtest` alone
+/// does not.
+fn sibling_bin(package: &str, name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/loadtest-HASH → target/<profile>/
     let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("anomos-tracker");
+    let bin = dir.join(name);
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "tracker", "--bin", "anomos-tracker"])
+            .args(["build", "-p", package, "--bin", name])
             .status()
             .unwrap();
-        assert!(status.success(), "building anomos-tracker failed");
+        assert!(status.success(), "building {name} failed");
     }
-    assert!(bin.exists(), "no tracker binary at {}", bin.display());
+    assert!(bin.exists(), "no {name} binary at {}", bin.display());
     bin
 }
 
@@ -36,7 +43,7 @@ fn tracker_only_small_run_succeeds_and_writes_json() {
         .arg("tracker-only")
         .arg("--spawn")
         .arg("--tracker-bin")
-        .arg(tracker_bin())
+        .arg(sibling_bin("tracker", "anomos-tracker"))
         .args(["--identities", "50", "--connections", "2"])
         .args(["--duration", "2", "--warmup", "0.5", "--presign", "100"])
         .arg("--json")

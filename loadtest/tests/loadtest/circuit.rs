@@ -2,30 +2,8 @@
 //! `anomos-loadtest` binary starts the real `anomos-tracker`, three `anomos
 //! relay` processes and its two endpoint processes on 127.0.0.1.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::path::PathBuf;
+use super::sibling_bin;
 use std::process::Command;
-
-/// `target/<profile>/NAME` of package `package`, built on demand: `cargo
-/// test --workspace` builds both binaries, `cargo test -p loadtest` alone
-/// does not.
-fn sibling_bin(package: &str, name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/circuit-HASH → target/<profile>/
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join(name);
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", package, "--bin", name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building {name} failed");
-    }
-    assert!(bin.exists(), "no {name} binary at {}", bin.display());
-    bin
-}
 
 /// A tiny `circuit` run: 3 relay processes, 8 MiB, 10 timed circuits, 20
 /// held. Only completion and correctness are asserted (the machine is
