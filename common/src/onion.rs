@@ -23,7 +23,7 @@
 //! [`ReplayCache`](crate::replay::ReplayCache) keyed by a tag derived from the
 //! shared secret.
 //!
-//! Costs (the budget in `DESIGN.md` §6): peeling is one X25519 agreement plus
+//! Costs (the design budget): peeling is one X25519 agreement plus
 //! symmetric work; building is two X25519 operations per hop (the
 //! ephemeral's public key and the agreement).
 //!
