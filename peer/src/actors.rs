@@ -19,7 +19,7 @@
 //! sets a bounded mailbox; see ARCHITECTURE.md, "Peer actor topology".
 //!
 //! The actors reach the data path through [`Plane`], the part of the
-//! `DataPath` API (PEER_DESIGN.md) they use, so they can be tested against a
+//! `DataPath` API they use, so they can be tested against a
 //! recording double.
 
 pub mod neighbor;
