@@ -1,5 +1,5 @@
 //! Tracking-code costs, measured against the X25519 agreement they are
-//! budgeted in (PROTOCOL.md §3): peeling one layer should cost at most 1.5×
+//! budgeted in (BENCHMARKS.md): peeling one layer should cost at most 1.5×
 //! one agreement, building at most 2.5× one agreement per hop.
 //!
 //! A module, not a bench of its own: `crypto.rs` includes it with
