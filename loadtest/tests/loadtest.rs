@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -35,31 +36,48 @@ fn sibling_bin(package: &str, name: &str) -> PathBuf {
     bin
 }
 
-#[test]
-fn tracker_only_small_run_succeeds_and_writes_json() {
+/// Run `anomos-loadtest` with `args` and `--json` into a temporary file;
+/// assert it exited 0 and return its stdout and the parsed JSON report.
+fn run_loadtest(args: &[&OsStr]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_anomos-loadtest"))
-        .arg("tracker-only")
-        .arg("--spawn")
-        .arg("--tracker-bin")
-        .arg(sibling_bin("tracker", "anomos-tracker"))
-        .args(["--identities", "50", "--connections", "2"])
-        .args(["--duration", "2", "--warmup", "0.5", "--presign", "100"])
+        .args(args)
         .arg("--json")
         .arg(&json)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "loadtest failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (stdout, report)
+}
+
+#[test]
+fn tracker_only_small_run_succeeds_and_writes_json() {
+    let tracker = sibling_bin("tracker", "anomos-tracker");
+    let (stdout, report) = run_loadtest(&[
+        "tracker-only".as_ref(),
+        "--spawn".as_ref(),
+        "--tracker-bin".as_ref(),
+        tracker.as_os_str(),
+        "--identities".as_ref(),
+        "50".as_ref(),
+        "--connections".as_ref(),
+        "2".as_ref(),
+        "--duration".as_ref(),
+        "2".as_ref(),
+        "--warmup".as_ref(),
+        "0.5".as_ref(),
+        "--presign".as_ref(),
+        "100".as_ref(),
+    ]);
     assert!(stdout.contains("heartbeats:"), "{stdout}");
 
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["mode"], "tracker-only");
     assert_eq!(report["spawned"], true);
     let reg = &report["registration"];

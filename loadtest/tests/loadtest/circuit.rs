@@ -2,8 +2,7 @@
 //! `anomos-loadtest` binary starts the real `anomos-tracker`, three `anomos
 //! relay` processes and its two endpoint processes on 127.0.0.1.
 
-use super::sibling_bin;
-use std::process::Command;
+use super::{run_loadtest, sibling_bin};
 
 /// A tiny `circuit` run: 3 relay processes, 8 MiB, 10 timed circuits, 20
 /// held. Only completion and correctness are asserted (the machine is
@@ -11,37 +10,29 @@ use std::process::Command;
 /// for, every circuit opened, the relays carry them, and the JSON parses.
 #[test]
 fn circuit_small_run_moves_intact_bytes_and_writes_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("circuit.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_anomos-loadtest"))
-        .arg("circuit")
-        .arg("--tracker-bin")
-        .arg(sibling_bin("tracker", "anomos-tracker"))
-        .arg("--peer-bin")
-        .arg(sibling_bin("peer", "anomos"))
-        .args(["--relay-processes", "3", "--relays", "2", "--size", "8"])
-        .args([
-            "--circuits",
-            "10",
-            "--idle-circuits",
-            "20",
-            "--timeout",
-            "240",
-        ])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "loadtest failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let tracker = sibling_bin("tracker", "anomos-tracker");
+    let peer = sibling_bin("peer", "anomos");
+    let (stdout, r) = run_loadtest(&[
+        "circuit".as_ref(),
+        "--tracker-bin".as_ref(),
+        tracker.as_os_str(),
+        "--peer-bin".as_ref(),
+        peer.as_os_str(),
+        "--relay-processes".as_ref(),
+        "3".as_ref(),
+        "--relays".as_ref(),
+        "2".as_ref(),
+        "--size".as_ref(),
+        "8".as_ref(),
+        "--circuits".as_ref(),
+        "10".as_ref(),
+        "--idle-circuits".as_ref(),
+        "20".as_ref(),
+        "--timeout".as_ref(),
+        "240".as_ref(),
+    ]);
     assert!(stdout.contains("ratio circuit/plain"), "{stdout}");
 
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r["mode"], "circuit");
     for t in ["plain", "circuit"] {
         assert_eq!(r[t]["bytes"], 8 << 20, "{t}: {}", r[t]);
