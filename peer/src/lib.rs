@@ -23,6 +23,7 @@ pub mod identity_store;
 pub mod link;
 pub mod metrics;
 pub mod net;
+pub mod storage;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
