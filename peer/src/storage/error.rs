@@ -34,7 +34,7 @@ pub enum StorageError {
         action: &'static str,
     },
     /// A file the torrent needs does not exist.
-    #[error("missing file {}", path.display())]
+    #[error("{} does not exist", path.display())]
     Missing {
         /// The absent file.
         path: PathBuf,

@@ -51,8 +51,11 @@ pub fn make_torrent(
     // The path the user gave may itself be a symlink: follow it.
     let meta = fs::metadata(path).map_err(StorageError::at(path, "opening"))?;
     let root = fs::canonicalize(path).map_err(StorageError::at(path, "resolving"))?;
-    let name = root
+    // Name the torrent after what the user pointed at (a symlink keeps its
+    // own name); `.` and `..` have none, so their real name is used.
+    let name = path
         .file_name()
+        .or(root.file_name())
         .and_then(|n| n.to_str())
         .ok_or(StorageError::UnsafePath {
             path: path.to_path_buf(),
@@ -312,6 +315,22 @@ mod tests {
                 "not_a_file"
             );
         }
+    }
+
+    #[test]
+    fn the_name_is_what_the_user_pointed_at() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path().join("show");
+        fs::create_dir(&dir).expect("mkdir");
+        fs::write(dir.join("ep1"), b"1").expect("write");
+        symlink(dir.join("ep1"), t.path().join("pilot")).expect("symlink");
+        let m = make(&t.path().join("pilot")).expect("link");
+        assert_eq!((m.name(), m.is_multi_file()), ("pilot", false));
+        assert_eq!(make(&dir.join(".")).expect("dot").name(), "show");
+        assert_eq!(make(&dir.join("../show")).expect("dotdot").name(), "show");
+        let up = dir.join("sub");
+        fs::create_dir(&up).expect("mkdir");
+        assert_eq!(make(&up.join("..")).expect("parent").name(), "show");
     }
 
     #[test]
