@@ -42,7 +42,8 @@ use tokio::sync::{mpsc, watch};
 use crate::actors::neighbor::{LinkAccepted, NeighborDeps};
 use crate::actors::relay::{Relay, RelayReports, Serve, Unserve};
 use crate::actors::tracker::{
-    HttpsAnnouncer, Stop, Tracker, TrackerSettings, UnknownNidSeen, WantCircuits,
+    HttpsAnnouncer, Progress, Stop, TorrentProgress, Tracker, TrackerSettings, UnknownNidSeen,
+    WantCircuits,
 };
 use crate::actors::Plane;
 use crate::config::PeerConfig;
@@ -105,6 +106,12 @@ impl<P: Plane> RunningPeer<P> {
             deliver,
         });
         rx
+    }
+
+    /// Counters of a torrent this peer serves or downloads, for the next
+    /// announce (the tracker's ratio ledger and source selection use them).
+    pub fn report_progress(&self, infohash: InfoHash, progress: Progress) {
+        self.tracker.do_send(TorrentProgress { infohash, progress });
     }
 
     /// The neighbour set of the latest announce response.

@@ -21,7 +21,7 @@ mod announce;
 #[cfg(test)]
 mod tests;
 
-pub use announce::{unix_now, Announcer, HttpsAnnouncer, Torrents};
+pub use announce::{unix_now, Announcer, HttpsAnnouncer, Progress, Torrents};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
@@ -78,6 +78,17 @@ impl<S> std::fmt::Debug for WantCircuits<S> {
 
 impl<S: 'static> Message for WantCircuits<S> {
     type Result = ();
+}
+
+/// A swarm's counters for one torrent, carried by the next announce. Sent
+/// by `RunningPeer::report_progress`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct TorrentProgress {
+    /// The torrent.
+    pub infohash: InfoHash,
+    /// Its counters.
+    pub progress: Progress,
 }
 
 /// Break every circuit, announce `stopped`, stop the Neighbors, then stop.
@@ -391,6 +402,13 @@ impl<P: Plane> Handler<ServingChanged> for Tracker<P> {
     fn handle(&mut self, m: ServingChanged, ctx: &mut Context<Self>) {
         self.torrents.set_seeding(m.infohash, m.serving);
         self.announce_soon(ctx);
+    }
+}
+
+impl<P: Plane> Handler<TorrentProgress> for Tracker<P> {
+    type Result = ();
+    fn handle(&mut self, m: TorrentProgress, _: &mut Context<Self>) {
+        self.torrents.progress(m.infohash, m.progress);
     }
 }
 

@@ -54,12 +54,42 @@ impl Announcer for HttpsAnnouncer {
 }
 
 struct Torrent<S> {
-    role: Role,
+    /// The exit accepts circuits for it.
+    serving: bool,
     event: TorrentEvent,
+    /// The swarm's counters; `None` until it reports (then a served
+    /// torrent counts as complete, a wanted one as not).
+    progress: Option<Progress>,
     /// Circuits still to deliver, and how many grants are being opened.
     remaining: u16,
     in_flight: u16,
     deliver: Option<mpsc::Sender<S>>,
+}
+
+/// What a swarm reports of one torrent: cumulative bytes of this run and
+/// what is still missing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Piece bytes sent to others.
+    pub uploaded: u64,
+    /// Verified piece bytes received.
+    pub downloaded: u64,
+    /// Bytes still missing.
+    pub left: u64,
+}
+
+impl<S> Torrent<S> {
+    fn role(&self) -> Role {
+        let complete = match self.progress {
+            Some(p) => p.left == 0,
+            None => self.serving && self.deliver.is_none(),
+        };
+        if complete {
+            Role::Seeding
+        } else {
+            Role::Leeching
+        }
+    }
 }
 
 /// The torrents this peer announces, by infohash.
@@ -82,10 +112,11 @@ impl<S> std::fmt::Debug for Torrents<S> {
 }
 
 impl<S> Torrents<S> {
-    fn entry(&mut self, infohash: InfoHash, role: Role) -> &mut Torrent<S> {
+    fn entry(&mut self, infohash: InfoHash) -> &mut Torrent<S> {
         self.map.entry(infohash).or_insert(Torrent {
-            role,
+            serving: false,
             event: TorrentEvent::Started,
+            progress: None,
             remaining: 0,
             in_flight: 0,
             deliver: None,
@@ -95,19 +126,32 @@ impl<S> Torrents<S> {
     /// The exit serves `infohash` now (`serving`) or no longer does.
     pub fn set_seeding(&mut self, infohash: InfoHash, serving: bool) {
         if serving {
-            let t = self.entry(infohash, Role::Seeding);
-            t.role = Role::Seeding;
+            let t = self.entry(infohash);
+            t.serving = true;
             if t.event == TorrentEvent::Stopped {
                 t.event = TorrentEvent::Started;
             }
         } else if let Some(t) = self.map.get_mut(&infohash) {
+            t.serving = false;
             t.event = TorrentEvent::Stopped;
+        }
+    }
+
+    /// The swarm's latest counters for `infohash` (ignored for a torrent
+    /// this peer does not announce).
+    pub fn progress(&mut self, infohash: InfoHash, progress: Progress) {
+        if let Some(t) = self.map.get_mut(&infohash) {
+            let finished = t.progress.is_some_and(|p| p.left > 0) && progress.left == 0;
+            if finished && t.event == TorrentEvent::None {
+                t.event = TorrentEvent::Completed;
+            }
+            t.progress = Some(progress);
         }
     }
 
     /// A download wants `n` more circuits, delivered on `deliver`.
     pub fn want(&mut self, infohash: InfoHash, n: u16, deliver: mpsc::Sender<S>) {
-        let t = self.entry(infohash, Role::Leeching);
+        let t = self.entry(infohash);
         t.remaining = t.remaining.saturating_add(n);
         t.deliver = Some(deliver);
     }
@@ -137,15 +181,19 @@ impl<S> Torrents<S> {
         let map = self.map.iter();
         map.map(|(ih, t)| TorrentAnnounce {
             infohash: *ih,
-            role: t.role,
+            role: t.role(),
             event: if event == PeerEvent::Stopped {
                 TorrentEvent::Stopped
             } else {
                 t.event
             },
-            uploaded: 0,
-            downloaded: 0,
-            left: if t.role == Role::Seeding { 0 } else { 1 },
+            uploaded: t.progress.map_or(0, |p| p.uploaded),
+            downloaded: t.progress.map_or(0, |p| p.downloaded),
+            left: match (t.progress, t.role()) {
+                (Some(p), _) => p.left,
+                (None, Role::Seeding) => 0,
+                (None, Role::Leeching) => 1,
+            },
             circuits_wanted: match (event, t.deliver.as_ref()) {
                 (PeerEvent::Stopped, _) | (_, None) => 0,
                 (_, Some(d)) if d.is_closed() => 0,
@@ -169,4 +217,70 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(t: &Torrents<()>) -> TorrentAnnounce {
+        let mut v = t.announce(PeerEvent::Heartbeat);
+        assert_eq!(v.len(), 1);
+        v.remove(0)
+    }
+
+    #[test]
+    fn progress_sets_counters_role_and_completion() {
+        let h = InfoHash([7; 32]);
+        let mut t: Torrents<()> = Torrents::default();
+        let (tx, _rx) = mpsc::channel(1);
+        t.want(h, 2, tx);
+        t.set_seeding(h, true);
+        // Downloading and serving what it has: a leecher until complete.
+        assert_eq!(one(&t).role, Role::Leeching);
+        assert_eq!(one(&t).left, 1);
+        t.announced();
+        t.progress(
+            h,
+            Progress {
+                uploaded: 5,
+                downloaded: 10,
+                left: 90,
+            },
+        );
+        let a = one(&t);
+        assert_eq!((a.uploaded, a.downloaded, a.left), (5, 10, 90));
+        assert_eq!((a.role, a.event), (Role::Leeching, TorrentEvent::None));
+        t.progress(
+            h,
+            Progress {
+                uploaded: 5,
+                downloaded: 100,
+                left: 0,
+            },
+        );
+        let a = one(&t);
+        assert_eq!((a.role, a.event), (Role::Seeding, TorrentEvent::Completed));
+        t.announced();
+        assert_eq!(one(&t).event, TorrentEvent::None);
+    }
+
+    #[test]
+    fn a_served_torrent_without_progress_is_a_seed() {
+        let h = InfoHash([8; 32]);
+        let mut t: Torrents<()> = Torrents::default();
+        t.set_seeding(h, true);
+        let a = one(&t);
+        assert_eq!(
+            (a.role, a.left, a.event),
+            (Role::Seeding, 0, TorrentEvent::Started)
+        );
+        // Progress for a torrent it does not announce is ignored.
+        t.progress(InfoHash([9; 32]), Progress::default());
+        assert_eq!(t.announce(PeerEvent::Heartbeat).len(), 1);
+        t.set_seeding(h, false);
+        assert_eq!(one(&t).event, TorrentEvent::Stopped);
+        t.announced();
+        assert!(t.announce(PeerEvent::Heartbeat).is_empty());
+    }
 }
