@@ -22,6 +22,10 @@ mod picker;
 mod upload;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
 
 use anomos_common::peerwire::{Handshake, Message, PW_VERSION};

@@ -12,6 +12,7 @@ use super::picker::{PickCtx, Received};
 use super::{reason, Action, ConnId, SwarmCore};
 use anomos_common::peerwire::Message;
 use anomos_common::piece::Bitfield;
+use rand::Rng;
 use std::time::Instant;
 
 impl SwarmCore {
@@ -128,9 +129,14 @@ impl SwarmCore {
         }
     }
 
-    /// [`SwarmCore::fill`] every conn, in id order.
+    /// [`SwarmCore::fill`] every conn, starting from a random one so that
+    /// no conn always gets the first pick of the memory budget.
     pub(super) fn fill_all(&mut self, now: Instant) {
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        if ids.len() > 1 {
+            let k = self.rng.random_range(0..ids.len());
+            ids.rotate_left(k);
+        }
         for id in ids {
             self.fill(now, id);
         }

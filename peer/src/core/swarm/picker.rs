@@ -10,8 +10,8 @@
 //! rarest first (fewest conns announce them), ties broken at random so
 //! downloaders spread over the torrent. Endgame: once every missing block is
 //! requested, a conn with room asks for blocks already requested elsewhere
-//! (the fewest-requested first); the first copy wins and the rest are
-//! cancelled.
+//! (the fewest-requested first, at most two copies of a block); the first
+//! copy wins and the other is cancelled.
 
 use super::conn::Conn;
 use super::ConnId;
@@ -19,6 +19,10 @@ use anomos_common::piece::{Bitfield, Layout};
 use rand::rngs::StdRng;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// In endgame, a block is asked of at most this many conns at once: a
+/// second copy hides one slow source, more mostly waste bandwidth.
+const ENDGAME_COPIES: usize = 2;
 
 /// One block of a piece in flight.
 #[derive(Debug, Default)]
@@ -112,6 +116,13 @@ impl Picker {
         if let Some(a) = self.avail.get_mut(piece as usize) {
             *a += 1;
         }
+    }
+
+    /// The most conns any one block is requested from (tests: ≤ 2).
+    #[cfg(test)]
+    pub fn max_requesters(&self) -> usize {
+        let blocks = self.in_flight.values().flat_map(|f| f.blocks.iter());
+        blocks.map(|b| b.by.len()).max().unwrap_or(0)
     }
 
     /// A conn is gone: its pieces, requests and ownerships.
@@ -221,7 +232,7 @@ impl Picker {
             .iter()
             .filter(|(&p, _)| conn.pieces.get(p))
             .flat_map(|(&p, f)| f.blocks.iter().enumerate().map(move |(b, s)| (p, b, s)))
-            .filter(|(_, _, s)| !s.done && !s.by.contains(&id))
+            .filter(|(_, _, s)| !s.done && s.by.len() < ENDGAME_COPIES && !s.by.contains(&id))
             .min_by_key(|(_, _, s)| s.by.len())
             .map(|(p, b, _)| (p, b))?;
         self.in_flight.get_mut(&p)?.blocks.get_mut(b)?.by.push(id);
