@@ -7,6 +7,7 @@
 use super::tests::{core, drain, layout, IH, PIECE_LEN};
 use super::*;
 use proptest::prelude::*;
+use std::time::Duration;
 
 #[derive(Clone, Debug)]
 enum Op {

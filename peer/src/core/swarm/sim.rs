@@ -15,6 +15,7 @@ use super::*;
 use anomos_common::peerwire::{max_len_for, Frame, MessageReader};
 use rand::Rng;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 const PIECES: u32 = 64;
 /// Bytes a circuit carries per direction per step.

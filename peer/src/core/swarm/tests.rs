@@ -2,6 +2,7 @@
 //! simulation and property tests share.
 
 use super::*;
+use std::time::Duration;
 
 pub(super) const IH: InfoHash = InfoHash([7; 32]);
 pub(super) const PIECE_LEN: u32 = 32 * 1024;
