@@ -119,13 +119,13 @@ impl Default for SwarmConfig {
 pub struct ConnId(pub u64);
 
 /// Something the actor must do.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub enum Action {
     /// Write our handshake on `conn` (before any `Send` for it).
     SendHandshake { conn: ConnId, hs: Handshake },
     /// Write `msg` on `conn`.
     Send { conn: ConnId, msg: Message },
-    /// Read this block from storage and call [`SwarmCore::block_read`].
+    /// Read this block from storage and call [`SwarmCore::block_read`](super::SwarmCore::block_read).
     ReadBlock {
         conn: ConnId,
         piece: u32,
@@ -133,7 +133,7 @@ pub enum Action {
         len: u32,
     },
     /// Every block of `piece` arrived: hash it and, if it matches, write it;
-    /// then call [`SwarmCore::piece_checked`].
+    /// then call [`SwarmCore::piece_checked`](super::SwarmCore::piece_checked).
     CheckPiece { piece: u32, data: Vec<u8> },
     /// Close the circuit. The core has already forgotten `conn`.
     Close { conn: ConnId, reason: &'static str },
@@ -143,9 +143,33 @@ pub enum Action {
     Complete,
 }
 
+/// Piece data is torrent content and the handshake names the torrent:
+/// print only the shape.
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::SendHandshake { conn, .. } => write!(f, "SendHandshake({})", conn.0),
+            Action::Send { conn, msg } => write!(f, "Send({}, {msg:?})", conn.0),
+            Action::ReadBlock {
+                conn,
+                piece,
+                offset,
+                len,
+            } => write!(f, "ReadBlock({}, {piece}, {offset}, {len})", conn.0),
+            Action::CheckPiece { piece, data } => {
+                write!(f, "CheckPiece({piece}, {} bytes)", data.len())
+            }
+            Action::Close { conn, reason } => write!(f, "Close({}, {reason})", conn.0),
+            Action::Have { piece } => write!(f, "Have({piece})"),
+            Action::Complete => f.write_str("Complete"),
+        }
+    }
+}
+
 /// Traffic of one conn.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnStats {
+    /// The conn, by the actor's id.
     pub conn: ConnId,
     /// Bytes of blocks from it that went into a piece.
     pub downloaded: u64,
@@ -156,13 +180,16 @@ pub struct ConnStats {
 /// A snapshot of the core's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SwarmStats {
+    /// Verified pieces, and pieces in the torrent.
     pub pieces_have: u32,
     pub pieces_total: u32,
     /// Bytes of pieces that passed their hash.
     pub downloaded: u64,
+    /// Bytes of blocks sent.
     pub uploaded: u64,
     /// Bytes thrown away: failed pieces, duplicate and unrequested blocks.
     pub wasted: u64,
+    /// Live conns, and how many of them unchoke us.
     pub conns: usize,
     pub unchoking_us: usize,
     /// Pieces being assembled, and bytes held for them and for pieces
@@ -171,6 +198,8 @@ pub struct SwarmStats {
     pub buffered_bytes: u64,
     /// Duplicate requests sent in endgame mode.
     pub endgame_requests: u64,
+    /// Conn ids banned for bad pieces.
     pub banned: usize,
+    /// Traffic of each live conn, in id order.
     pub per_conn: Vec<ConnStats>,
 }

@@ -220,6 +220,20 @@ fn download_verify_announce_complete() {
         })
         .collect();
     assert_eq!(checks.len(), 8);
+    // Debug output shows shapes, never content or the infohash.
+    let shown = format!(
+        "{:?}",
+        Action::CheckPiece {
+            piece: 1,
+            data: vec![0xab; 3]
+        }
+    );
+    assert_eq!(shown, "CheckPiece(1, 3 bytes)");
+    let hs = Action::SendHandshake {
+        conn: A,
+        hs: Handshake::new(IH),
+    };
+    assert_eq!(format!("{hs:?}"), "SendHandshake(1)");
     for (p, data) in &checks {
         assert_eq!(data, &content(&l, *p));
     }
