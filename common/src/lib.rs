@@ -19,6 +19,7 @@ pub mod identity;
 pub mod ids;
 pub mod metainfo;
 pub mod onion;
+pub mod peerwire;
 pub mod piece;
 pub mod relay_crypto;
 pub mod replay;

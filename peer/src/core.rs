@@ -9,3 +9,4 @@
 pub mod backoff;
 pub mod link;
 pub mod relay;
+pub mod swarm;
