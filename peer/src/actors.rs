@@ -24,6 +24,7 @@
 
 pub mod neighbor;
 pub mod relay;
+pub mod swarm;
 pub mod tracker;
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod actors;
+pub mod app;
 pub mod config;
 pub mod core;
 pub mod datapath;
@@ -41,13 +42,14 @@ use tokio::sync::{mpsc, watch};
 
 use crate::actors::neighbor::{LinkAccepted, NeighborDeps};
 use crate::actors::relay::{Relay, RelayReports, Serve, Unserve};
+use crate::actors::swarm::{CircuitInfo, SwarmPeer};
 use crate::actors::tracker::{
     HttpsAnnouncer, Progress, Stop, TorrentProgress, Tracker, TrackerSettings, UnknownNidSeen,
     WantCircuits,
 };
 use crate::actors::Plane;
 use crate::config::PeerConfig;
-use crate::datapath::{DataPath, DataPathConfig};
+use crate::datapath::{CircuitStream, DataPath, DataPathConfig};
 use crate::metrics::Metrics;
 use crate::net::listen::{spawn_listener, AcceptContext};
 use crate::net::tracker_client::{TrackerClient, TrackerUrl};
@@ -80,13 +82,17 @@ impl<P: Plane> std::fmt::Debug for RunningPeer<P> {
 }
 
 impl<P: Plane> RunningPeer<P> {
-    /// Serve `infohash` as an exit: circuits naming it arrive on the
-    /// receiver, and announces list the torrent as seeded. Dropping the
-    /// receiver stops serving it.
+    /// What a Swarm needs of this peer; cheap to clone.
+    pub fn handle(&self) -> PeerHandle<P> {
+        PeerHandle {
+            tracker: self.tracker.clone(),
+            relay: self.relay.clone(),
+        }
+    }
+
+    /// See [`PeerHandle::serve`].
     pub fn serve(&self, infohash: InfoHash) -> mpsc::Receiver<P::Stream> {
-        let (deliver, rx) = mpsc::channel(SERVE_QUEUE);
-        self.relay.do_send(Serve { infohash, deliver });
-        rx
+        self.handle().serve(infohash)
     }
 
     /// Stop accepting new circuits for `infohash` (open ones stay); the
@@ -95,23 +101,14 @@ impl<P: Plane> RunningPeer<P> {
         self.relay.do_send(Unserve { infohash });
     }
 
-    /// Ask the tracker for `n` circuits to sources of `infohash` (announced
-    /// as leeching with `circuits_wanted`); opened circuits arrive on the
-    /// receiver. Circuits that fail to open are asked for again.
+    /// See [`PeerHandle::want_circuits`].
     pub fn want_circuits(&self, infohash: InfoHash, n: u16) -> mpsc::Receiver<P::Stream> {
-        let (deliver, rx) = mpsc::channel(usize::from(n.max(1)));
-        self.tracker.do_send(WantCircuits {
-            infohash,
-            n,
-            deliver,
-        });
-        rx
+        self.handle().want_circuits(infohash, n)
     }
 
-    /// Counters of a torrent this peer serves or downloads, for the next
-    /// announce (the tracker's ratio ledger and source selection use them).
+    /// See [`PeerHandle::report_progress`].
     pub fn report_progress(&self, infohash: InfoHash, progress: Progress) {
-        self.tracker.do_send(TorrentProgress { infohash, progress });
+        self.handle().report_progress(infohash, progress);
     }
 
     /// The neighbour set of the latest announce response.
@@ -135,6 +132,77 @@ impl<P: Plane> RunningPeer<P> {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// The part of a running peer a torrent's Swarm talks to.
+pub struct PeerHandle<P: Plane> {
+    tracker: Addr<Tracker<P>>,
+    relay: Addr<Relay<P>>,
+}
+
+impl<P: Plane> std::fmt::Debug for PeerHandle<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerHandle")
+    }
+}
+
+impl<P: Plane> Clone for PeerHandle<P> {
+    fn clone(&self) -> Self {
+        PeerHandle {
+            tracker: self.tracker.clone(),
+            relay: self.relay.clone(),
+        }
+    }
+}
+
+impl<P: Plane> PeerHandle<P> {
+    /// Serve `infohash` as an exit: circuits naming it arrive on the
+    /// receiver, and announces list the torrent. Dropping the receiver
+    /// stops serving it.
+    pub fn serve(&self, infohash: InfoHash) -> mpsc::Receiver<P::Stream> {
+        let (deliver, rx) = mpsc::channel(SERVE_QUEUE);
+        self.relay.do_send(Serve { infohash, deliver });
+        rx
+    }
+
+    /// Ask the tracker for `n` circuits to sources of `infohash` (announced
+    /// with `circuits_wanted`); opened circuits arrive on the receiver.
+    /// Circuits that fail to open are asked for again; dropping the
+    /// receiver withdraws the demand.
+    pub fn want_circuits(&self, infohash: InfoHash, n: u16) -> mpsc::Receiver<P::Stream> {
+        let (deliver, rx) = mpsc::channel(usize::from(n.max(1)));
+        self.tracker.do_send(WantCircuits {
+            infohash,
+            n,
+            deliver,
+        });
+        rx
+    }
+
+    /// Counters of a torrent this peer serves or downloads, for the next
+    /// announce (the tracker's ratio ledger and source selection use them).
+    pub fn report_progress(&self, infohash: InfoHash, progress: Progress) {
+        self.tracker.do_send(TorrentProgress { infohash, progress });
+    }
+}
+
+impl SwarmPeer for PeerHandle<DataPath> {
+    type Stream = CircuitStream;
+    fn want_circuits(&self, infohash: InfoHash, n: u16) -> mpsc::Receiver<CircuitStream> {
+        PeerHandle::want_circuits(self, infohash, n)
+    }
+    fn serve(&self, infohash: InfoHash) -> mpsc::Receiver<CircuitStream> {
+        PeerHandle::serve(self, infohash)
+    }
+    fn report_progress(&self, infohash: InfoHash, progress: Progress) {
+        PeerHandle::report_progress(self, infohash, progress);
+    }
+}
+
+impl CircuitInfo for CircuitStream {
+    fn relays(&self) -> usize {
+        self.relays
     }
 }
 

@@ -3,7 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::process::ExitCode;
+
+use anomos_common::metainfo::Metainfo;
 use anomos_common::Pin;
+use anomos_peer::app;
 use anomos_peer::config::{parse_pin, Overrides, PeerConfig};
 use clap::{Parser, Subcommand};
 
@@ -22,6 +26,59 @@ struct Cli {
 enum Cmd {
     /// Relay for others until stopped (SIGINT/SIGTERM).
     Relay(PeerArgs),
+    /// Make a .atorrent from a file or a directory.
+    MakeTorrent(MakeArgs),
+    /// Check local data against a .atorrent, then serve it through
+    /// circuits (and relay for others) until stopped.
+    Seed(SeedArgs),
+    /// Download a .atorrent anonymously through circuits.
+    Get(GetArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MakeArgs {
+    /// The file or directory to share.
+    path: PathBuf,
+    /// Tracker base URL written into the torrent.
+    #[arg(long)]
+    tracker: String,
+    /// The tracker's certificate pin, written into the torrent.
+    #[arg(long, value_parser = parse_pin)]
+    tracker_pin: Option<Pin>,
+    /// Piece size in bytes (a power of two, 16 KiB to 16 MiB) [default: by total size].
+    #[arg(long)]
+    piece_size: Option<u32>,
+    /// Where to write the .atorrent.
+    #[arg(short, long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct SeedArgs {
+    /// The .atorrent to serve.
+    torrent: PathBuf,
+    /// The file (single-file torrent) or directory (multi-file) holding the data.
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    peer: PeerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct GetArgs {
+    /// The .atorrent to download.
+    torrent: PathBuf,
+    /// Directory the torrent's file or directory is written into.
+    #[arg(long)]
+    out: PathBuf,
+    /// Keep serving the torrent after it completes, until stopped.
+    #[arg(long)]
+    seed_after: bool,
+    /// Circuits to keep open to sources.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    circuits: u16,
+    #[command(flatten)]
+    peer: PeerArgs,
 }
 
 /// Options of every peer command; flags override the `--config` file.
@@ -52,30 +109,78 @@ struct PeerArgs {
 
 impl PeerArgs {
     fn load(self) -> anyhow::Result<PeerConfig> {
-        let over = Overrides {
+        let file = self.config.clone();
+        Ok(PeerConfig::load(file.as_deref(), self.overrides())?)
+    }
+
+    fn overrides(self) -> Overrides {
+        Overrides {
             tracker: self.tracker,
             tracker_pin: self.tracker_pin,
             data_dir: self.data_dir,
             listen: self.listen,
             metrics: self.metrics,
             ephemeral: self.ephemeral,
-        };
-        Ok(PeerConfig::load(self.config.as_deref(), over)?)
+        }
+    }
+
+    /// The configuration for a torrent (its tracker unless overridden).
+    fn for_torrent(self, meta: &Metainfo) -> anyhow::Result<PeerConfig> {
+        let file = self.config.clone();
+        app::torrent_config(meta, file.as_deref(), self.overrides())
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let cli = Cli::parse();
-    match cli.cmd {
+    match run(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            eprintln!("anomos: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
         Cmd::Relay(args) => {
             let cfg = args.load()?;
             actix_rt::System::new().block_on(relay(cfg))
+        }
+        Cmd::MakeTorrent(a) => {
+            let meta = app::make(&a.path, &a.tracker, a.tracker_pin, a.piece_size, &a.out)?;
+            println!(
+                "wrote {}: {} file(s), {} bytes, {} pieces of {} bytes",
+                a.out.display(),
+                meta.files().len(),
+                meta.total_length(),
+                meta.layout().piece_count(),
+                meta.piece_length()
+            );
+            Ok(())
+        }
+        Cmd::Seed(a) => {
+            let meta = app::read_torrent(&a.torrent)?;
+            let cfg = a.peer.for_torrent(&meta)?;
+            actix_rt::System::new().block_on(app::seed(meta, a.data, cfg))
+        }
+        Cmd::Get(a) => {
+            let meta = app::read_torrent(&a.torrent)?;
+            let cfg = a.peer.for_torrent(&meta)?;
+            let opts = app::GetOptions {
+                out: a.out,
+                seed_after: a.seed_after,
+                circuits: a.circuits,
+            };
+            actix_rt::System::new().block_on(app::get(meta, opts, cfg))
         }
     }
 }
@@ -92,19 +197,8 @@ async fn relay(cfg: PeerConfig) -> anyhow::Result<()> {
         peer.listen_addr,
         metrics
     );
-    wait_for_signal().await?;
+    app::wait_for_signal().await?;
     tracing::info!("stopping: breaking circuits and announcing stopped");
     peer.stop().await;
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }
