@@ -138,6 +138,12 @@ pub async fn get(meta: Metainfo, opts: GetOptions, cfg: PeerConfig) -> anyhow::R
     let total = meta.total_length();
     let have = check(&storage, total).await?;
     let resumed = have.count();
+    if resumed > 0 {
+        eprintln!(
+            "checked: {resumed} of {} pieces already on disk",
+            have.len()
+        );
+    }
     if have.is_complete() && !opts.seed_after {
         println!(
             "{} is already complete in {}",
@@ -191,15 +197,16 @@ pub async fn get(meta: Metainfo, opts: GetOptions, cfg: PeerConfig) -> anyhow::R
     let mut relays = s.circuit_relays.clone();
     relays.sort_unstable();
     println!(
-        "downloaded {} ({}) to {} in {secs:.1} s, {}/s; resumed {resumed} pieces; circuits opened {}, sources that sent data {}, relays per open circuit {:?}, wasted {}",
+        "downloaded {} ({}) to {} in {secs:.1} s, {}/s; resumed {resumed} pieces, fetched {} B (wasted {} B); circuits opened {}, sources that sent data {}, relays per open circuit {:?}",
         meta.name(),
         human_bytes(total),
         opts.out.display(),
         human_bytes((fetched as f64 / secs) as u64),
+        s.stats.downloaded + s.stats.wasted,
+        s.stats.wasted,
         s.opened,
         s.sources,
         relays,
-        human_bytes(s.stats.wasted),
     );
     if opts.seed_after {
         println!("seeding until Ctrl-C");

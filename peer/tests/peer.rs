@@ -9,3 +9,9 @@ mod util;
 
 #[path = "peer/network.rs"]
 mod network;
+
+#[path = "peer/lab.rs"]
+mod lab;
+
+#[path = "peer/download.rs"]
+mod download;

@@ -33,8 +33,9 @@ use crate::core::swarm::{reason, Action, ConnId, SwarmConfig, SwarmCore, SwarmSt
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
-/// How often the core ticks and the counters are published.
-const TICK: Duration = Duration::from_secs(1);
+/// How often the core ticks and the counters are published (metrics and
+/// progress displays read them).
+const TICK: Duration = Duration::from_millis(250);
 
 /// What the Swarm actor needs from the peer it runs in.
 pub trait SwarmPeer: Unpin + 'static {

@@ -61,11 +61,13 @@ impl Display {
         }
     }
 
-    /// Remove the bar (or print a last line).
+    /// Remove the bar (or print a last line if this took long enough to
+    /// have printed any).
     pub fn finish(&mut self, done: u64, note: &str) {
         match self.bar.take() {
             Some(bar) => bar.finish_and_clear(),
-            None => eprintln!("{}", self.line(done, note)),
+            None if self.start.elapsed() >= LINE_EVERY => eprintln!("{}", self.line(done, note)),
+            None => {}
         }
     }
 
