@@ -9,10 +9,14 @@
 # and removed at the end.
 #
 # Usage: scripts/demo.sh [MIB (default 64)] [RELAYS (default 6)]
+# Environment: CIRCUIT_RELAYS=N plans every circuit with exactly N relays
+# (default: the tracker's 2 to 4); SEEDERS (default 2); JSON=FILE writes
+# the figures as JSON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIB=${1:-64}
 RELAYS=${2:-6}
+SEEDERS=${SEEDERS:-2}
 
 if ! dpkg -s pkg-config libssl-dev >/dev/null 2>&1; then
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
@@ -58,6 +62,9 @@ session_ttl_secs = 60
 rate_per_ip = 10000.0
 burst_per_ip = 10000.0
 EOF
+if [[ -n "${CIRCUIT_RELAYS:-}" ]]; then
+  printf 'min_relays = %d\nmax_relays = %d\n' "$CIRCUIT_RELAYS" "$CIRCUIT_RELAYS" >>"$DIR/tracker.toml"
+fi
 cat >"$DIR/peer.toml" <<EOF
 min_announce_gap_ms = 200
 dial_retry_ms = 100
@@ -91,16 +98,16 @@ head -c "$((MIB * 1048576))" /dev/urandom >"$DIR/share/demo.bin"
   -o "$DIR/demo.atorrent"
 
 SEED_METRICS=()
-for s in 1 2; do
+for s in $(seq 1 "$SEEDERS"); do
   # shellcheck disable=SC2046
   "$BIN/anomos" seed "$DIR/demo.atorrent" --data "$DIR/share/demo.bin" $(peer_opts "seed$s") \
     >"$DIR/seed$s.out" 2>"$DIR/seed$s.err" &
   PIDS+=($!)
 done
-for s in 1 2; do
+for s in $(seq 1 "$SEEDERS"); do
   SEED_METRICS+=("$(wait_line "$DIR/seed$s.out" 'metrics' | awk '{print $NF}')")
 done
-echo "2 seeders up; downloading ${MIB} MiB anonymously…"
+echo "$SEEDERS seeder(s) up; downloading ${MIB} MiB anonymously…"
 sleep 1
 
 START=$(date +%s.%N)
@@ -112,7 +119,7 @@ sleep 1.5  # the peers publish their counters once a second
 echo
 echo "identical content: yes ($(mib $((MIB * 1048576))) checked with cmp)"
 awk -v s="$START" -v e="$END" -v m="$MIB" 'BEGIN { printf "wall time of anomos get: %.1f s, %.1f MiB/s\n", e - s, m / (e - s) }'
-for s in 1 2; do
+for s in $(seq 1 "$SEEDERS"); do
   echo "seeder $s uploaded $(mib "$(metric "${SEED_METRICS[$((s - 1))]}" anomos_uploaded_bytes_total)")"
 done
 total=0
@@ -122,3 +129,7 @@ for i in $(seq 1 "$RELAYS"); do
   echo "relay $i carried $(mib "$b")"
 done
 echo "all relays together: $(mib "$total") (every byte crosses at least two relays)"
+if [[ -n "${JSON:-}" ]]; then
+  awk -v s="$START" -v e="$END" -v m="$MIB" -v r="${CIRCUIT_RELAYS:-0}" -v t="$total" \
+    'BEGIN { printf "{\"mib\": %d, \"circuit_relays\": %d, \"seconds\": %.3f, \"mib_per_s\": %.1f, \"relay_bytes\": %d}\n", m, r, e - s, m / (e - s), t }' >"$JSON"
+fi

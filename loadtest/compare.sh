@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Anomos against real BitTorrent, in one run on this machine, same file:
+#   (a) Debian's BitTorrent clients, seed -> download on loopback
+#       (libtorrent and aria2c, every pair; loadtest/bt_pair.py),
+#   (b) a plain TLS stream between two of our processes, and one circuit
+#       with 2 relays between the same two processes (anomos-loadtest circuit),
+#   (c) `anomos get` from one seeder through circuits of exactly 1, 2 and 3
+#       relays, and from two seeders with 2 relays (scripts/demo.sh),
+# then prints MiB/s and the ratio of each to the best pair of (a).
+#
+# Usage: loadtest/compare.sh [MIB (default 256)] [OUT_DIR (default a temp dir)]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MIB=${1:-256}
+OUT=${2:-$(mktemp -d /tmp/anomos-compare.XXXXXX)}
+mkdir -p "$OUT"
+
+if ! dpkg -s aria2 python3-libtorrent pkg-config libssl-dev >/dev/null 2>&1; then
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq aria2 python3-libtorrent pkg-config libssl-dev
+fi
+cargo build --release --locked -q -p tracker -p peer -p loadtest
+BIN=${CARGO_TARGET_DIR:-target}/release
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+echo "== load average before: $(load)"
+FILE="$OUT/file.bin"
+head -c "$((MIB * 1048576))" /dev/urandom >"$FILE"
+
+echo "== (a) BitTorrent pairs, ${MIB} MiB"
+/usr/bin/python3 loadtest/bt_pair.py "$FILE" --json "$OUT/bt.json"
+rm -f "$FILE"
+
+echo "== (b) plain TLS and one 2-relay circuit between two of our processes"
+"$BIN/anomos-loadtest" circuit --size "$MIB" --circuits 20 --idle-circuits 20 \
+  --json "$OUT/circuit.json" >"$OUT/circuit.txt"
+
+echo "== (c) anomos get through circuits"
+for r in 1 2 3; do
+  SEEDERS=1 CIRCUIT_RELAYS=$r JSON="$OUT/get-1seed-${r}relays.json" \
+    scripts/demo.sh "$MIB" 6 >"$OUT/get-1seed-${r}relays.txt"
+done
+SEEDERS=2 CIRCUIT_RELAYS=2 JSON="$OUT/get-2seeds-2relays.json" \
+  scripts/demo.sh "$MIB" 6 >"$OUT/get-2seeds-2relays.txt"
+echo "== load average after: $(load)"
+
+/usr/bin/python3 - "$OUT" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+bt = json.load(open(os.path.join(out, "bt.json")))
+best = max(bt, key=lambda r: r["mib_per_s"])
+rows = [("bittorrent " + r["pair"], r["mib_per_s"]) for r in bt]
+c = json.load(open(os.path.join(out, "circuit.json")))
+rows.append(("plain TLS, our processes", c["plain"]["mib_per_sec"]))
+rows.append(("one circuit, %d relays (stream)" % c["circuit_relays"], c["circuit"]["mib_per_sec"]))
+for name, label in [("get-1seed-1relays", "anomos get, 1 seeder, 1 relay"),
+                    ("get-1seed-2relays", "anomos get, 1 seeder, 2 relays"),
+                    ("get-1seed-3relays", "anomos get, 1 seeder, 3 relays"),
+                    ("get-2seeds-2relays", "anomos get, 2 seeders, 2 relays")]:
+    g = json.load(open(os.path.join(out, name + ".json")))
+    rows.append((label, g["mib_per_s"]))
+print()
+print("%-36s %10s %14s" % ("transfer (same file, same run)", "MiB/s", "÷ best BT pair"))
+for label, v in rows:
+    print("%-36s %10.1f %14.2f" % (label, v, v / best["mib_per_s"]))
+print("\nbest BitTorrent pair: %s (%.1f MiB/s from start, %.1f from first byte)"
+      % (best["pair"], best["mib_per_s"], best["mib_per_s_from_first_byte"]))
+print("all figures are from process start to complete, file verified")
+json.dump({"rows": [{"transfer": l, "mib_per_s": v, "ratio_to_best_bt": v / best["mib_per_s"]}
+                    for l, v in rows], "best_bt": best},
+          open(os.path.join(out, "compare.json"), "w"), indent=2)
+PY
+echo "raw outputs in $OUT"
