@@ -54,6 +54,7 @@ fn main() -> Result<()> {
             infohash,
             circuit_secret: secret.clone(),
             expiry: now + 300,
+            credit: 0,
         },
     )?;
     println!(

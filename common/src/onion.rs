@@ -163,7 +163,8 @@ pub struct HopSpec {
 }
 
 /// What the exit learns: which torrent, the circuit secret it shares with
-/// the originator, and when the circuit's code expires.
+/// the originator, when the circuit's code expires, and the originator's
+/// coarse credit tier.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExitPayload {
     /// The torrent the circuit is for.
@@ -172,7 +173,15 @@ pub struct ExitPayload {
     pub circuit_secret: CircuitSecret,
     /// Unix seconds; also the expiry written into every hop's block.
     pub expiry: u64,
+    /// The originator's share-ratio tier as the tracker's ledger sees it,
+    /// `0..=MAX_CREDIT` (0 = nothing on record). Relaying counts toward it,
+    /// so a source's choker can favour peers that carry others' traffic
+    /// without learning who they are: two bits, attested by the tracker.
+    pub credit: u8,
 }
+
+/// Highest credit tier an exit payload may carry.
+pub const MAX_CREDIT: u8 = 3;
 
 /// A freshly built code and what the originator needs to use it.
 #[derive(Clone, Debug)]

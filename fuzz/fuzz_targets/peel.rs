@@ -67,6 +67,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         infohash: InfoHash([0xab; 32]),
         circuit_secret: CircuitSecret([0xcd; 32]),
         expiry: NOW + lifetime,
+        credit: 0,
     };
     let Ok(built) = build_with(&ephemerals, &padding, &hops, &payload) else {
         return;

@@ -174,6 +174,7 @@ fn plan_and_build(
         infohash: InfoHash([7; 32]),
         circuit_secret: CircuitSecret(random_bytes::<32, _>(rng)),
         expiry: 1_900_000_000,
+        credit: 0,
     };
     black_box(onion::build(rng, &hops, &payload).ok()?);
     Some(path)

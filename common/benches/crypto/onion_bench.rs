@@ -38,6 +38,7 @@ pub fn bench(c: &mut Criterion) {
         infohash: InfoHash([0xab; 32]),
         circuit_secret: CircuitSecret([0xcd; 32]),
         expiry: NOW + 600,
+        credit: 0,
     };
 
     let peer = keys[1].public();

@@ -5,7 +5,9 @@
 //! these fields stay usable by a later version (an old hop rejects what it
 //! does not understand instead of misreading it).
 
-use super::{ExitPayload, PeelError, ALPHA_LEN, BLOCK_LEN, EXIT_PAYLOAD_LEN, GAMMA_LEN};
+use super::{
+    ExitPayload, PeelError, ALPHA_LEN, BLOCK_LEN, EXIT_PAYLOAD_LEN, GAMMA_LEN, MAX_CREDIT,
+};
 use crate::crypto::CircuitSecret;
 use crate::{InfoHash, Nid};
 
@@ -93,11 +95,13 @@ impl Block {
 }
 
 impl ExitPayload {
-    /// `version 1 ‖ 0^7 ‖ infohash 32 ‖ circuit secret 32 ‖ expiry u64`.
-    /// The caller zeroizes the result (it holds the circuit secret).
+    /// `version 1 ‖ credit ‖ 0^6 ‖ infohash 32 ‖ circuit secret 32 ‖
+    /// expiry u64`. The caller zeroizes the result (it holds the circuit
+    /// secret).
     pub(super) fn encode(&self) -> [u8; EXIT_PAYLOAD_LEN] {
         let mut p = [0u8; EXIT_PAYLOAD_LEN];
         p[0] = PAYLOAD_VERSION;
+        p[1] = self.credit.min(MAX_CREDIT);
         p[8..40].copy_from_slice(&self.infohash.0);
         p[40..72].copy_from_slice(&self.circuit_secret.0);
         p[72..80].copy_from_slice(&self.expiry.to_be_bytes());
@@ -109,7 +113,10 @@ impl ExitPayload {
         if p[0] != PAYLOAD_VERSION {
             return Err(PeelError::BadPayload("unknown version"));
         }
-        if p[1..8] != [0u8; 7] {
+        if p[1] > MAX_CREDIT {
+            return Err(PeelError::BadPayload("credit tier"));
+        }
+        if p[2..8] != [0u8; 6] {
             return Err(PeelError::BadPayload("reserved bytes"));
         }
         let mut infohash = [0u8; 32];
@@ -122,6 +129,7 @@ impl ExitPayload {
             infohash: InfoHash(infohash),
             circuit_secret: secret,
             expiry: u64::from_be_bytes(exp),
+            credit: p[1],
         })
     }
 }
@@ -168,6 +176,7 @@ mod tests {
             infohash: InfoHash([1; 32]),
             circuit_secret: CircuitSecret([2; 32]),
             expiry: 77,
+            credit: 0,
         };
         let p = payload.encode();
         assert_eq!(p[0], 1);
@@ -184,6 +193,22 @@ mod tests {
         assert!(matches!(
             ExitPayload::decode(&bad),
             Err(PeelError::BadPayload(_))
+        ));
+        // Byte 1 is the credit tier: 0..=3 round-trips, 4 and up are refused.
+        for credit in 0..=MAX_CREDIT {
+            let with = ExitPayload {
+                credit,
+                ..payload.clone()
+            };
+            let p = with.encode();
+            assert_eq!(p[1], credit);
+            assert_eq!(ExitPayload::decode(&p).expect("decode"), with);
+        }
+        let mut bad = p;
+        bad[1] = MAX_CREDIT + 1;
+        assert!(matches!(
+            ExitPayload::decode(&bad),
+            Err(PeelError::BadPayload("credit tier"))
         ));
     }
 }

@@ -35,6 +35,7 @@ pub(super) fn random_path(rng: &mut ChaCha20Rng, n: usize) -> Path {
         infohash: InfoHash(rng.random()),
         circuit_secret: CircuitSecret(rng.random()),
         expiry: NOW + rng.random_range(0..=MAX_CODE_LIFETIME),
+        credit: 0,
     };
     Path {
         secrets,

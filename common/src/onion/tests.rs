@@ -43,6 +43,7 @@ fn documented(v: &Vector, n: usize) -> Documented {
             infohash: InfoHash(v.array("infohash")),
             circuit_secret: CircuitSecret(v.array("circuit_secret")),
             expiry: v.u64("expiry"),
+            credit: 0,
         },
         secrets,
         hops,
@@ -350,6 +351,7 @@ fn bad_blocks_and_payloads_under_a_valid_mac_are_refused_without_a_slot() {
         infohash: InfoHash([1; 32]),
         circuit_secret: CircuitSecret([2; 32]),
         expiry: NOW + 60,
+        credit: 0,
     };
     let exit = Block::Exit { expiry: NOW + 60 }.encode();
     let mut cache = ReplayCache::new(4);

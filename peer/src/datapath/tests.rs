@@ -107,6 +107,7 @@ fn grant(keys: &[X25519Secret]) -> CircuitGrant {
         infohash: IH,
         circuit_secret: secret.clone(),
         expiry: unix_now() + 600,
+        credit: 0,
     };
     let built = build(&mut rand::rng(), &hops, &payload).expect("build");
     CircuitGrant {

@@ -30,6 +30,8 @@ pub struct PlanCircuits {
     pub wanted: usize,
     /// Tracker clock (Unix seconds).
     pub now: u64,
+    /// The originator's credit tier, sealed for the exit.
+    pub credit: u8,
 }
 
 /// One circuit ready for the originator.
@@ -116,6 +118,7 @@ impl PlannerActor {
             infohash: m.infohash,
             circuit_secret: secret.clone(),
             expiry,
+            credit: m.credit,
         };
         match onion::build(&mut rng, &hops, &payload) {
             Ok(b) => Some(PlannedCircuit {

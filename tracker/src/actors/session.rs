@@ -210,6 +210,7 @@ impl Handler<Announce> for SessionActor {
                             infohash,
                             wanted,
                             now,
+                            credit: ratio.tier(totals.uploaded, totals.downloaded, totals.relayed),
                         };
                         circuits.extend(deps.planner.send(plan).await?);
                     }

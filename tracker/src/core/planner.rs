@@ -272,6 +272,24 @@ impl RatioPolicy {
             self.max_circuits
         })
     }
+
+    /// The credit tier sealed into a circuit's exit payload (PROTOCOL.md
+    /// §3.4): 0 nothing on record, 1 below `threshold`, 2 below 1, 3 at
+    /// least 1 — `(uploaded + relayed) / downloaded`, so relaying counts.
+    pub fn tier(&self, uploaded: u64, downloaded: u64, relayed: u64) -> u8 {
+        let credit = uploaded.saturating_add(relayed);
+        if credit == 0 && downloaded == 0 {
+            return 0;
+        }
+        let ratio = credit as f64 / downloaded.max(1) as f64;
+        if ratio >= 1.0 {
+            3
+        } else if ratio >= self.threshold {
+            2
+        } else {
+            1
+        }
+    }
 }
 
 #[cfg(test)]

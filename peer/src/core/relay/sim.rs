@@ -233,6 +233,7 @@ impl Net {
             infohash: InfoHash(ih),
             circuit_secret: CircuitSecret(self.rng.random()),
             expiry: UNIX + 600,
+            credit: 0,
         };
         let exit = path[path.len() - 1];
         self.peers[exit].core.set_served(InfoHash(ih), true);

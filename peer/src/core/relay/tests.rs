@@ -76,6 +76,7 @@ fn code_for_us(relay: bool, expiry: u64, seed: u64) -> (Box<[u8; CREATE_CODE_LEN
         infohash: IH,
         circuit_secret: CircuitSecret([5; 32]),
         expiry,
+        credit: 0,
     };
     let built = build(&mut rng, &hops, &payload).expect("build");
     let mut cache = ReplayCache::new(10);

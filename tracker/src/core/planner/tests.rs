@@ -159,3 +159,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn credit_tiers_count_relaying_and_uploads_against_downloads() {
+    let p = RatioPolicy::default();
+    assert_eq!(p.tier(0, 0, 0), 0, "nothing on record");
+    assert_eq!(p.tier(0, 1000, 0), 1);
+    assert_eq!(p.tier(100, 1000, 300), 1, "0.4 < threshold 0.5");
+    assert_eq!(p.tier(200, 1000, 300), 2, "0.5");
+    assert_eq!(p.tier(0, 1000, 999), 2);
+    assert_eq!(p.tier(0, 1000, 1000), 3, "relaying alone reaches the top");
+    assert_eq!(p.tier(0, 0, 5), 3, "a pure relay");
+    assert_eq!(p.tier(u64::MAX, 1, u64::MAX), 3);
+}
