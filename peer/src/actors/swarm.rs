@@ -98,6 +98,9 @@ pub struct Swarm<P: SwarmPeer> {
     next_conn: u64,
     /// Circuits asked of the tracker and not yet delivered.
     asked: u16,
+    /// The receivers of those asks; dropped once complete, which
+    /// withdraws the demand from the next announce.
+    wanting: Vec<SpawnHandle>,
     /// Conns that ever delivered verified data.
     sourced: std::collections::BTreeSet<ConnId>,
     status: watch::Sender<SwarmStatus>,
@@ -138,6 +141,7 @@ impl<P: SwarmPeer> Swarm<P> {
             conns: BTreeMap::new(),
             next_conn: 0,
             asked: 0,
+            wanting: Vec::new(),
             sourced: Default::default(),
             status,
             opened: 0,
@@ -170,7 +174,8 @@ impl<P: SwarmPeer> Swarm<P> {
         if missing > 0 {
             self.asked += missing;
             let rx = self.peer.want_circuits(self.infohash, missing);
-            ctx.add_stream(ReceiverStream::new(rx).map(Incoming::Opened));
+            let h = ctx.add_stream(ReceiverStream::new(rx).map(Incoming::Opened));
+            self.wanting.push(h);
         }
     }
 
@@ -214,6 +219,10 @@ impl<P: SwarmPeer> Swarm<P> {
                 }
                 Action::Have { .. } => {}
                 Action::Complete => {
+                    for h in self.wanting.drain(..) {
+                        ctx.cancel_future(h);
+                    }
+                    self.asked = 0;
                     self.publish();
                     let storage = self.storage.clone();
                     let sync = async move { storage.sync().await };
