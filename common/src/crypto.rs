@@ -302,6 +302,50 @@ impl AesGcm {
         Ok(tag)
     }
 
+    /// Encrypt `input` into `out` (the first `input.len()` bytes) and return
+    /// the tag: sealing straight into its destination saves the copy that
+    /// [`AesGcm::seal_in_place`] needs. Panics if `out` is shorter than
+    /// `input` or this is an opener (programming errors).
+    pub fn seal_into(
+        &mut self,
+        nonce: &[u8; GCM_NONCE_LEN],
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
+        assert!(self.seal, "AesGcm::seal_into on an opener");
+        self.ctx.encrypt_init(None, None, Some(nonce))?;
+        self.ctx
+            .cipher_update(input, Some(&mut out[..input.len()]))?;
+        let mut scratch = [0u8; 16];
+        self.ctx.cipher_final(&mut scratch)?;
+        let mut tag = [0u8; TAG_LEN];
+        self.ctx.tag(&mut tag)?;
+        Ok(tag)
+    }
+
+    /// Decrypt `input` into `out` (the first `input.len()` bytes) if `tag`
+    /// verifies (no AAD). On failure `out` holds garbage and must be
+    /// discarded. Panics if `out` is shorter than `input` or this is a
+    /// sealer.
+    pub fn open_into(
+        &mut self,
+        nonce: &[u8; GCM_NONCE_LEN],
+        input: &[u8],
+        out: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), CryptoError> {
+        assert!(!self.seal, "AesGcm::open_into on a sealer");
+        self.ctx.decrypt_init(None, None, Some(nonce))?;
+        self.ctx
+            .cipher_update(input, Some(&mut out[..input.len()]))?;
+        self.ctx.set_tag(tag)?;
+        let mut scratch = [0u8; 16];
+        self.ctx
+            .cipher_final(&mut scratch)
+            .map_err(|_| CryptoError::BadTag)?;
+        Ok(())
+    }
+
     /// Decrypt `buf` in place if `tag` verifies. On failure `buf` holds
     /// garbage and must be discarded.
     pub fn open_in_place(
@@ -426,5 +470,35 @@ mod tests {
                 .expect("open");
             assert_eq!(&buf, b"hello, anonymous world");
         }
+    }
+
+    #[test]
+    fn gcm_into_matches_in_place() {
+        let key = [3u8; 32];
+        let nonce = [5u8; 12];
+        let plain = *b"sealed straight into the cell body";
+        let mut in_place = plain;
+        let tag = AesGcm::sealer(&key)
+            .expect("gcm")
+            .seal_in_place(&nonce, &[], &mut in_place)
+            .expect("seal");
+        let mut out = [0u8; 40];
+        let tag2 = AesGcm::sealer(&key)
+            .expect("gcm")
+            .seal_into(&nonce, &plain, &mut out)
+            .expect("seal");
+        assert_eq!((&out[..plain.len()], tag2), (&in_place[..], tag));
+        assert_eq!(out[plain.len()..], [0u8; 6], "nothing past the input");
+        let mut opener = AesGcm::opener(&key).expect("gcm");
+        let mut back = [0u8; 34];
+        opener
+            .open_into(&nonce, &in_place, &mut back, &tag)
+            .expect("open");
+        assert_eq!(back, plain);
+        let mut bad = tag;
+        bad[0] ^= 1;
+        assert!(opener
+            .open_into(&nonce, &in_place, &mut back, &bad)
+            .is_err());
     }
 }

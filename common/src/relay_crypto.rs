@@ -23,8 +23,16 @@ mod data_body;
 
 pub use data_body::{DataBody, MAX_DATA_LEN};
 
-use crate::cell::CELL_BODY_LEN;
+use crate::cell::{CELL_BODY_LEN, CELL_HEADER_LEN, CELL_LEN};
 use crate::crypto::{AesCtr, CryptoError, LayerKeys};
+
+/// Apply `stream` to the body of every whole cell in `cells` (cells back to
+/// back, `CELL_LEN` bytes each; a trailing partial cell is left alone).
+fn bodies_of(stream: &mut AesCtr, cells: &mut [u8]) -> Result<(), CryptoError> {
+    cells
+        .chunks_exact_mut(CELL_LEN)
+        .try_for_each(|cell| stream.apply(&mut cell[CELL_HEADER_LEN..]))
+}
 
 /// Split `key ‖ iv` into a fresh keystream.
 fn stream(key_iv: &[u8; 32]) -> Result<AesCtr, CryptoError> {
@@ -80,6 +88,20 @@ impl RelayLayer {
         let whole = bodies.len() / CELL_BODY_LEN * CELL_BODY_LEN;
         self.backward.apply(&mut bodies[..whole])
     }
+
+    /// [`RelayLayer::remove_forward`] on the body of every whole cell of a
+    /// run of this circuit's cells as they lie in a link buffer (`CELL_LEN`
+    /// bytes each, headers untouched; a trailing partial cell is left
+    /// alone): the relay's fast path takes a run in one call.
+    pub fn remove_forward_cells(&mut self, cells: &mut [u8]) -> Result<(), CryptoError> {
+        bodies_of(&mut self.forward, cells)
+    }
+
+    /// [`RelayLayer::add_backward`] on a run of whole cells, as
+    /// [`RelayLayer::remove_forward_cells`].
+    pub fn add_backward_cells(&mut self, cells: &mut [u8]) -> Result<(), CryptoError> {
+        bodies_of(&mut self.backward, cells)
+    }
 }
 
 /// The originator's view: every hop's layer, in path order (its neighbour
@@ -116,6 +138,23 @@ impl OriginLayers {
         self.hops
             .iter_mut()
             .try_for_each(|h| h.backward.apply(body))
+    }
+
+    /// [`OriginLayers::wrap_forward`] on the body of every whole cell of a
+    /// run (`CELL_LEN` bytes each, headers untouched).
+    pub fn wrap_forward_cells(&mut self, cells: &mut [u8]) -> Result<(), CryptoError> {
+        self.hops
+            .iter_mut()
+            .rev()
+            .try_for_each(|h| bodies_of(&mut h.forward, cells))
+    }
+
+    /// [`OriginLayers::unwrap_backward`] on the body of every whole cell of
+    /// a run (`CELL_LEN` bytes each, headers untouched).
+    pub fn unwrap_backward_cells(&mut self, cells: &mut [u8]) -> Result<(), CryptoError> {
+        self.hops
+            .iter_mut()
+            .try_for_each(|h| bodies_of(&mut h.backward, cells))
     }
 }
 

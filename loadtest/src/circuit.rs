@@ -105,6 +105,11 @@ pub struct Report {
     pub ratio: f64,
     /// CPU cores each process used during the circuit transfer.
     pub circuit_cpu: CpuUse,
+    /// CPU time per payload byte during the circuit transfer.
+    pub circuit_ns_per_byte: NsPerByte,
+    /// CPU time per payload byte during the plain TLS transfer (origin and
+    /// exit; `relays` is empty).
+    pub plain_ns_per_byte: NsPerByte,
     /// Set-up latency.
     pub setup: Setup,
     /// Memory of idle circuits.
@@ -126,6 +131,41 @@ pub struct CpuUse {
     pub relays: Vec<f64>,
     /// Bytes each relay forwarded in the phase.
     pub relay_bytes: Vec<u64>,
+}
+
+/// CPU nanoseconds (user + system, all threads) per payload byte of one
+/// transfer, per process. Unlike MiB/s this hardly moves when other work
+/// shares the machine, so it is the figure to compare runs by.
+#[derive(Debug, Clone, Serialize)]
+pub struct NsPerByte {
+    /// The origin (receiver) process.
+    pub origin: f64,
+    /// The exit (sender) process.
+    pub exit: f64,
+    /// Each relay, in start order (about 0 for relays off the path).
+    pub relays: Vec<f64>,
+    /// Sum over the processes on the path: both ends and every relay that
+    /// forwarded bytes during the transfer.
+    pub path_total: f64,
+}
+
+impl NsPerByte {
+    /// From CPU seconds used during a transfer of `bytes`: the origin's, the
+    /// exit's, and each relay's with the bytes it forwarded meanwhile.
+    pub fn from_cpu(origin: f64, exit: f64, relays: &[(f64, u64)], bytes: u64) -> NsPerByte {
+        let per = |secs: f64| (secs * 1e9 / bytes.max(1) as f64 * 100.0).round() / 100.0;
+        let on_path: f64 = relays
+            .iter()
+            .filter(|(_, fwd)| *fwd > 0)
+            .map(|(s, _)| per(*s))
+            .sum();
+        NsPerByte {
+            origin: per(origin),
+            exit: per(exit),
+            relays: relays.iter().map(|(s, _)| per(*s)).collect(),
+            path_total: ((per(origin) + per(exit) + on_path) * 100.0).round() / 100.0,
+        }
+    }
 }
 
 /// Circuit set-up latency.
@@ -220,6 +260,11 @@ impl Report {
         o += &format!(
             "  CPU during circuit transfer: origin {:.2}, exit {:.2}, relays {:?} cores\n",
             cpu.origin, cpu.exit, cpu.relays
+        );
+        let (n, pn) = (&self.circuit_ns_per_byte, &self.plain_ns_per_byte);
+        o += &format!(
+            "  CPU ns per byte: circuit {:.2} on the path (origin {:.2}, exit {:.2}, relays {:?}); plain {:.2} (origin {:.2}, exit {:.2})\n",
+            n.path_total, n.origin, n.exit, n.relays, pn.path_total, pn.origin, pn.exit
         );
         o += &format!(
             "  set-up, {} circuits: want→open p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms\n",

@@ -132,8 +132,9 @@ pub(crate) struct EpIo {
     pub closed: RefCell<Option<(BreakReason, Vec<u8>)>>,
     /// Why the circuit ended (stays after `closed` is taken).
     pub reason: std::cell::Cell<Option<BreakReason>>,
-    /// Wakes a pump blocked on the application.
-    pub closed_tx: RefCell<Option<tokio::sync::watch::Sender<bool>>>,
+    /// The open stream's pump, once the handshake is done: arriving records
+    /// are opened into the stream's buffer inline, without a task switch.
+    pub pump: RefCell<Weak<stream::Pump>>,
 }
 
 pub(crate) struct Inner {
@@ -337,7 +338,11 @@ impl Inner {
                 }
                 Output::Readable { key } => {
                     if let Some(ep) = self.endpoint(key) {
-                        ep.wake.notify_one();
+                        let pump = ep.pump.borrow().upgrade();
+                        // Before the stream exists, the handshake takes it.
+                        if pump.is_none_or(|p| p.fill_down()) {
+                            ep.wake.notify_one();
+                        }
                     }
                 }
                 Output::Writable { key } => {
@@ -358,9 +363,6 @@ impl Inner {
                     if let Some(ep) = self.endpoints.borrow_mut().remove(&key) {
                         ep.reason.set(Some(reason));
                         *ep.closed.borrow_mut() = Some((reason, leftover));
-                        if let Some(tx) = ep.closed_tx.borrow().as_ref() {
-                            let _ = tx.send(true);
-                        }
                         ep.wake.notify_one();
                         ep.writable.notify_one();
                     }

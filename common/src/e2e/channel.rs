@@ -127,6 +127,60 @@ impl Channel {
         Ok(tag)
     }
 
+    /// Seal `plaintext` (at most [`MAX_RECORD_PLAINTEXT`] bytes) as the next
+    /// record straight into `out`: ciphertext then tag, `plaintext.len() +
+    /// RECORD_OVERHEAD` bytes, returned. The data path seals this way
+    /// directly into a cell body in the link's outbound buffer. Panics if
+    /// `out` is too short (a programming error).
+    pub fn seal_into(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<usize, E2eError> {
+        if plaintext.len() > MAX_RECORD_PLAINTEXT {
+            return Err(E2eError::TooLong);
+        }
+        let n = plaintext.len();
+        let nonce = self.send.nonce()?;
+        let tag = self.send.gcm.seal_into(&nonce, plaintext, &mut out[..n])?;
+        out[n..n + TAG_LEN].copy_from_slice(&tag);
+        self.send.seq += 1;
+        Ok(n + TAG_LEN)
+    }
+
+    /// Open the next record straight into `out` (which must hold
+    /// `record.len() - RECORD_OVERHEAD` bytes) and return the plaintext
+    /// length. Failure closes the channel for good, as
+    /// [`Channel::open_in_place`]; `out` then holds garbage.
+    pub fn open_into(&mut self, record: &[u8], out: &mut [u8]) -> Result<usize, E2eError> {
+        if self.failed {
+            return Err(E2eError::Closed);
+        }
+        let result = self.try_open_into(record, out);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn try_open_into(&mut self, record: &[u8], out: &mut [u8]) -> Result<usize, E2eError> {
+        if record.len() > MAX_RECORD_LEN {
+            return Err(E2eError::TooLong);
+        }
+        let Some(n) = record.len().checked_sub(TAG_LEN) else {
+            return Err(E2eError::BadRecord);
+        };
+        if out.len() < n {
+            return Err(E2eError::TooLong);
+        }
+        let (body, tag) = record.split_at(n);
+        let mut t = [0u8; TAG_LEN];
+        t.copy_from_slice(tag);
+        let nonce = self.recv.nonce()?;
+        self.recv
+            .gcm
+            .open_into(&nonce, body, &mut out[..n], &t)
+            .map_err(|_| E2eError::BadRecord)?;
+        self.recv.seq += 1;
+        Ok(n)
+    }
+
     /// Open the next record into a fresh vector.
     pub fn open(&mut self, record: &[u8]) -> Result<Vec<u8>, E2eError> {
         let mut buf = record.to_vec();
@@ -195,5 +249,49 @@ mod tests {
             Err(E2eError::Exhausted)
         ));
         assert!(matches!(x.open(&rec), Err(E2eError::Exhausted)));
+    }
+
+    #[test]
+    fn into_variants_interoperate_with_the_vec_ones() {
+        let keys = ChannelKeys {
+            key_ox: [1; 32],
+            key_xo: [2; 32],
+            prefix_ox: [3; 4],
+            prefix_xo: [4; 4],
+            confirm: [5; 32],
+        };
+        let mut o = Channel::new(&keys, Role::Originator).expect("channel");
+        let mut x = Channel::new(&keys, Role::Exit).expect("channel");
+        let mut body = [0u8; MAX_RECORD_LEN];
+        for msg in [&b"first"[..], &[], &[7u8; MAX_RECORD_PLAINTEXT]] {
+            let n = o.seal_into(msg, &mut body).expect("seal");
+            assert_eq!(n, msg.len() + RECORD_OVERHEAD);
+            assert_eq!(x.open(&body[..n]).expect("open"), msg);
+            let mut rec = Vec::new();
+            x.seal(msg, &mut rec).expect("seal");
+            let mut out = [0u8; MAX_RECORD_PLAINTEXT];
+            let m = o.open_into(&rec, &mut out).expect("open");
+            assert_eq!(&out[..m], msg);
+        }
+        assert!(matches!(
+            o.seal_into(&[0; MAX_RECORD_PLAINTEXT + 1], &mut [0; 2000]),
+            Err(E2eError::TooLong)
+        ));
+        // A tampered record closes the channel, as with `open`.
+        let n = x.seal_into(b"x", &mut body).expect("seal");
+        body[0] ^= 1;
+        let mut out = [0u8; 16];
+        assert!(matches!(
+            o.open_into(&body[..n], &mut out),
+            Err(E2eError::BadRecord)
+        ));
+        assert!(matches!(
+            o.open_into(&body[..n], &mut out),
+            Err(E2eError::Closed)
+        ));
+        assert!(matches!(
+            o.open_into(&[0; 3], &mut out),
+            Err(E2eError::Closed)
+        ));
     }
 }

@@ -73,6 +73,23 @@ fn vector_handshake_and_records() {
         );
         assert_eq!(receiver.open(&sealed).expect("open"), plain, "{label}");
     }
+    // The same records through the copy-free variants, from fresh channels.
+    let mut orig2 = Channel::new(&keys, Role::Originator).expect("channel");
+    let mut exit2 = Channel::new(&keys, Role::Exit).expect("channel");
+    for (label, to_exit) in [("ox0", true), ("xo0", false), ("ox1", true)] {
+        let (sender, receiver) = if to_exit {
+            (&mut orig2, &mut exit2)
+        } else {
+            (&mut exit2, &mut orig2)
+        };
+        let plain = r.bytes(&format!("{label}_plaintext"));
+        let mut body = [0u8; MAX_RECORD_LEN];
+        let n = sender.seal_into(&plain, &mut body).expect("seal");
+        assert_eq!(hex::encode(&body[..n]), r.str(&format!("{label}_record")));
+        let mut out = [0u8; MAX_RECORD_LEN];
+        let m = receiver.open_into(&body[..n], &mut out).expect("open");
+        assert_eq!(&out[..m], &plain[..], "{label}");
+    }
     // The documented nonce layout, checked with the raw primitive.
     let mut raw = AesGcm::opener(&keys.key_ox).expect("gcm");
     let mut nonce = [0u8; 12];

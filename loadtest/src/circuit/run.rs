@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 
 use super::children::{http_get, sample, EndpointProc, PromHistogram, RelayProc};
 use super::endpoint::Reply;
-use super::{CircuitArgs, CpuUse, Idle, RelayMemory, Report, Setup};
+use super::{CircuitArgs, CpuUse, Idle, NsPerByte, RelayMemory, Report, Setup};
 use crate::histogram::Histogram;
 use crate::procstat::{load_average, ProcReader, ProcSample};
 use crate::report::Latency;
@@ -135,12 +135,20 @@ async fn drive(a: &CircuitArgs) -> anyhow::Result<Report> {
     let start = samples(&pids)?;
 
     let long = Duration::from_secs(a.timeout);
+    let mut all = vec![origin.pid, exit.pid];
+    all.extend(&pids);
+    let p0 = samples(&all[..2])?;
     let (plain, plain_cipher) = match origin.call(&format!("plain {tls}"), long).await? {
         Reply::Plain { transfer, cipher } => (transfer, cipher),
         r => bail!("plain: unexpected reply {r:?}"),
     };
-    let mut all = vec![origin.pid, exit.pid];
-    all.extend(&pids);
+    let p1 = samples(&all[..2])?;
+    let plain_ns_per_byte = NsPerByte::from_cpu(
+        p1[0].cpu_secs - p0[0].cpu_secs,
+        p1[1].cpu_secs - p0[1].cpu_secs,
+        &[],
+        plain.bytes,
+    );
     let (cpu0, bytes0, t0) = (samples(&all)?, relay_bytes(&relays).await?, Instant::now());
     let (circuit, circuit_relays) = match origin.call("circuit", long).await? {
         Reply::Circuit { transfer, relays } => (transfer, relays),
@@ -153,11 +161,19 @@ async fn drive(a: &CircuitArgs) -> anyhow::Result<Report> {
         .zip(&cpu1)
         .map(|(x, y)| ((y.cpu_secs - x.cpu_secs) / wall * 100.0).round() / 100.0)
         .collect();
+    let used: Vec<f64> = cpu0
+        .iter()
+        .zip(&cpu1)
+        .map(|(x, y)| y.cpu_secs - x.cpu_secs)
+        .collect();
+    let relay_bytes: Vec<u64> = bytes0.iter().zip(&bytes1).map(|(x, y)| y - x).collect();
+    let relay_use: Vec<(f64, u64)> = used[2..].iter().copied().zip(relay_bytes.clone()).collect();
+    let circuit_ns_per_byte = NsPerByte::from_cpu(used[0], used[1], &relay_use, circuit.bytes);
     let circuit_cpu = CpuUse {
         origin: cores[0],
         exit: cores[1],
         relays: cores[2..].to_vec(),
-        relay_bytes: bytes0.iter().zip(&bytes1).map(|(x, y)| y - x).collect(),
+        relay_bytes,
     };
 
     // Let the transfer circuit close before the memory baseline.
@@ -231,6 +247,8 @@ async fn drive(a: &CircuitArgs) -> anyhow::Result<Report> {
         circuit_relays,
         ratio,
         circuit_cpu,
+        circuit_ns_per_byte,
+        plain_ns_per_byte,
         setup,
         idle,
         load_average_before,
@@ -364,6 +382,18 @@ mod tests {
         assert_eq!((cfg.min_relays, cfg.max_relays), (3, 3));
         assert!(cfg.allow_same_ip);
         assert_eq!(cfg.admin_token.as_deref(), Some("ab12"));
+    }
+
+    #[test]
+    fn ns_per_byte_sums_only_the_path() {
+        // 1 GB: 1 s of CPU is 1 ns per byte.
+        let n = NsPerByte::from_cpu(1.0, 2.0, &[(0.5, 10), (0.01, 0), (1.5, 10)], 1_000_000_000);
+        assert_eq!((n.origin, n.exit), (1.0, 2.0));
+        assert_eq!(n.relays, [0.5, 0.01, 1.5]);
+        assert_eq!(n.path_total, 5.0, "the idle relay is off the path");
+        let p = NsPerByte::from_cpu(0.25, 0.25, &[], 1_000_000_000);
+        assert_eq!(p.path_total, 0.5);
+        assert!(p.relays.is_empty());
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //! [`RelayCore::handle_timeout`]. See `relay/STATE.md` for the state machine.
 
 mod control;
+mod data;
 mod endpoint;
+mod queue;
 mod table;
 
 #[cfg(test)]
@@ -28,14 +30,14 @@ pub use table::{CircKey, LinkId};
 
 use crate::metrics::Metrics;
 use anomos_common::cell::{
-    peek_header, BreakReason, Cell, CellMsg, CellMut, CellRef, CircuitIdAllocator, Command,
+    peek_header, BreakReason, Cell, CellMsg, CellRef, CircuitIdAllocator, Command, CELL_HEADER_LEN,
     CELL_LEN,
 };
 use anomos_common::crypto::CircuitSecret;
 use anomos_common::{CircuitId, InfoHash, Nid};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
-use table::{Circuit, Dir, End, LinkState, Slot};
+use table::{Circuit, End, LinkState, Slot};
 
 /// Limits of the core.
 #[derive(Clone, Debug)]
@@ -235,24 +237,32 @@ impl RelayCore {
 
     /// Process a batch of whole cells received on `link` (a multiple of
     /// `CELL_LEN` bytes; a trailing partial cell is ignored). DATA bodies are
-    /// transformed in place.
+    /// transformed in place; consecutive DATA cells of one circuit are taken
+    /// as one run (see `data.rs`).
     pub fn handle_cells(&mut self, now: Instant, link: LinkId, bytes: &mut [u8]) {
-        for cell in bytes.chunks_exact_mut(CELL_LEN) {
+        let whole = bytes.len() / CELL_LEN * CELL_LEN;
+        let mut rest = &mut bytes[..whole];
+        while !rest.is_empty() {
             if self.links.get(&link).is_none_or(|l| l.closing) {
                 return;
             }
-            let (circ, cmd) = match peek_header(cell) {
+            let (circ, cmd) = match peek_header(rest) {
                 Ok(h) => h,
                 Err(_) => return self.malformed(link),
             };
             if cmd == Command::Data && circ != CircuitId::LINK {
-                self.on_data(now, link, circ, cell);
+                let cells = same_header_run(rest);
+                let (run, _) = rest.split_at_mut(cells * CELL_LEN);
+                let used = self.on_data_run(now, link, circ, run).clamp(1, cells);
+                rest = &mut rest[used * CELL_LEN..];
                 continue;
             }
+            let (cell, tail) = rest.split_at_mut(CELL_LEN);
             match CellRef::new(cell).and_then(|c| c.to_cell()) {
                 Ok(c) => self.on_control(now, link, c),
                 Err(_) => return self.malformed(link),
             }
+            rest = tail;
         }
     }
 
@@ -280,152 +290,6 @@ impl RelayCore {
     fn fail(&mut self, now: Instant, key: CircKey, link: LinkId, kind: &'static str) {
         self.violation(link, kind);
         self.kill(now, key, BreakReason::Protocol, None);
-    }
-
-    /// A relayed DATA cell (or a local endpoint's) on a live circuit.
-    fn on_data(&mut self, now: Instant, link: LinkId, circ: CircuitId, cell: &mut [u8]) {
-        let key = match self.halves.get(&(link, circ)) {
-            Some(Slot::Live(k)) => *k,
-            Some(Slot::Breaking { .. }) => return self.metrics.cell_dropped("circuit_closing"),
-            None => return self.metrics.cell_dropped("unknown_circuit"),
-        };
-        let Some(c) = self.circuits.get_mut(&key) else {
-            return;
-        };
-        let Some(dir) = c.dir_of(link, circ) else {
-            return;
-        };
-        if matches!(c.stage, table::Stage::Draining { .. }) {
-            // Only the half we drain towards is left: its direction leads to
-            // a half that broke, so what it sends has nowhere to go.
-            return self.metrics.cell_dropped("circuit_closing");
-        }
-        if c.stage != table::Stage::Open {
-            return self.fail(now, key, link, "unexpected_data");
-        }
-        if c.side(dir).is_none_or(|s| s.flow.recv_budget == 0) {
-            return self.fail(now, key, link, "credit");
-        }
-        let relayed = c.is_relayed();
-        let Ok(mut view) = CellMut::new(cell) else {
-            return;
-        };
-        let crypto = match (&mut c.crypto, dir) {
-            (table::Crypto::Relay(l), Dir::Back) => l.remove_forward(view.body_mut()),
-            (table::Crypto::Relay(l), Dir::Fwd) => l.add_backward(view.body_mut()),
-            (table::Crypto::Origin(o), Dir::Fwd) => o.unwrap_backward(view.body_mut()),
-            _ => return self.fail(now, key, link, "unexpected_data"),
-        };
-        let Some((this, other)) = c.pair_mut(dir) else {
-            return;
-        };
-        if crypto.is_err() {
-            return self.kill(now, key, BreakReason::Protocol, None);
-        }
-        this.flow.recv_budget -= 1;
-        match other.end {
-            // Not reached: a circuit with a `Gone` side is draining.
-            End::Gone => {}
-            End::Local => {
-                let mut copy = [0u8; CELL_LEN];
-                copy.copy_from_slice(cell);
-                if this.flow.queue.is_empty() {
-                    self.outputs.push_back(Output::Readable { key });
-                }
-                this.flow.queue.push_back(copy);
-            }
-            End::Link(l2, c2) => {
-                view.set_circ(c2);
-                let out = self.links.get_mut(&l2).filter(|l| !l.closing);
-                match out {
-                    Some(l) if this.flow.queue.is_empty() && other.flow.send_credit > 0 => {
-                        other.flow.send_credit -= 1;
-                        this.flow.uncredited += 1;
-                        l.out.extend_from_slice(cell);
-                        if !l.dirty {
-                            l.dirty = true;
-                            self.dirty.push(l2);
-                        }
-                        if relayed {
-                            self.metrics.relay_bytes.inc_by(CELL_LEN as u64);
-                        }
-                        let credit = take_credit(&mut this.flow, self.cfg.window);
-                        if let Some(n) = credit {
-                            self.send_ctrl(link, circ, CellMsg::Credit(n));
-                        }
-                    }
-                    _ => {
-                        let mut copy = [0u8; CELL_LEN];
-                        copy.copy_from_slice(cell);
-                        this.flow.queue.push_back(copy);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Move cells queued on the side opposite `out_dir` onto `out_dir`'s
-    /// link while it has credit, and return credit for them.
-    fn drain(&mut self, key: CircKey, out_dir: Dir) {
-        let Some(c) = self.circuits.get_mut(&key) else {
-            return;
-        };
-        let relayed = c.is_relayed();
-        let Some((dst, src)) = c.pair_mut(out_dir) else {
-            return;
-        };
-        let End::Link(l2, _) = dst.end else {
-            return;
-        };
-        // A side that broke (`Gone`) gets no more CREDIT: its id is free.
-        let back_to = match src.end {
-            End::Link(l1, c1) => Some((l1, c1)),
-            End::Local | End::Gone => None,
-        };
-        let Some(out) = self.links.get_mut(&l2).filter(|l| !l.closing) else {
-            return;
-        };
-        let mut moved = 0u64;
-        while dst.flow.send_credit > 0 {
-            let Some(cell) = src.flow.queue.pop_front() else {
-                break;
-            };
-            out.out.extend_from_slice(&cell);
-            dst.flow.send_credit -= 1;
-            src.flow.uncredited += 1;
-            moved += 1;
-        }
-        if moved == 0 {
-            return;
-        }
-        if !out.dirty {
-            out.dirty = true;
-            self.dirty.push(l2);
-        }
-        if relayed {
-            self.metrics.relay_bytes.inc_by(moved * CELL_LEN as u64);
-        }
-        if let Some((l1, c1)) = back_to {
-            if let Some(n) = take_credit(&mut src.flow, self.cfg.window) {
-                self.send_ctrl(l1, c1, CellMsg::Credit(n));
-            }
-        }
-    }
-
-    /// A draining circuit whose queue has emptied: its BREAK goes out now,
-    /// behind the last cell.
-    fn finish_drain(&mut self, now: Instant, key: CircKey) {
-        let Some(c) = self.circuits.get(&key) else {
-            return;
-        };
-        let table::Stage::Draining { toward, reason, .. } = c.stage else {
-            return;
-        };
-        if c.side(toward.opposite())
-            .is_none_or(|s| s.flow.queue.is_empty())
-        {
-            self.kill(now, key, reason, None);
-        }
     }
 
     /// Append a control cell for `(link, circ)` to the link's buffer.
@@ -461,9 +325,11 @@ impl RelayCore {
         let local_dir = c.endpoint_dir();
         let mut leftover = Vec::new();
         if let Some(side) = local_dir.and_then(|d| c.side_mut(d)) {
-            for cell in side.flow.queue.drain(..) {
-                leftover.extend_from_slice(&cell[anomos_common::cell::CELL_HEADER_LEN..]);
+            let cells = side.flow.queue.front(side.flow.queue.len());
+            for cell in cells.chunks_exact(CELL_LEN) {
+                leftover.extend_from_slice(&cell[CELL_HEADER_LEN..]);
             }
+            side.flow.queue.clear();
         }
         let first_nid = match (c.back.end, c.fwd.as_ref().map(|s| s.end)) {
             (End::Local, Some(End::Link(l, _))) => self.links.get(&l).map(|s| s.nid),
@@ -637,6 +503,17 @@ impl RelayCore {
             l.ctrl_cells = 0;
         }
     }
+}
+
+/// How many whole cells at the front of `cells` share the first one's
+/// header (circuit id and command): a run for `on_data_run`.
+fn same_header_run(cells: &[u8]) -> usize {
+    let head = &cells[..CELL_HEADER_LEN];
+    let more = cells[CELL_LEN..]
+        .chunks_exact(CELL_LEN)
+        .take_while(|c| &c[..CELL_HEADER_LEN] == head)
+        .count();
+    1 + more
 }
 
 /// Return credit on a side once half a window has left its queue.

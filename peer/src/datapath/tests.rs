@@ -36,14 +36,14 @@ async fn link(a: &DataPath, b: &DataPath, nid: u16) -> (LinkHandle, LinkHandle) 
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let cfg = connector.configure().expect("cfg").verify_hostname(false);
         let ssl = cfg.into_ssl("peer").expect("ssl");
-        let mut s = SslStream::new(ssl, tcp).expect("stream");
+        let mut s = SslStream::new(ssl, crate::link::link_socket(tcp)).expect("stream");
         Pin::new(&mut s).connect().await.expect("tls connect");
         s
     };
     let accept = async {
         let (tcp, _) = listener.accept().await.expect("accept");
         let ssl = Ssl::new(acceptor.context()).expect("ssl");
-        let mut s = SslStream::new(ssl, tcp).expect("stream");
+        let mut s = SslStream::new(ssl, crate::link::link_socket(tcp)).expect("stream");
         Pin::new(&mut s).accept().await.expect("tls accept");
         s
     };

@@ -18,7 +18,7 @@ use tokio_openssl::SslStream;
 use super::listen::read_hello;
 use super::tls::peer_pin;
 use crate::error::LinkError;
-use crate::link::EstablishedLink;
+use crate::link::{link_socket, EstablishedLink};
 
 /// Dial `n` and run the link handshake, all within `timeout`.
 pub async fn dial(
@@ -44,7 +44,7 @@ async fn dial_inner(
         .verify_hostname(false)
         .use_server_name_indication(false)
         .into_ssl("anomos-peer")?;
-    let mut s = SslStream::new(ssl, tcp)?;
+    let mut s = SslStream::new(ssl, link_socket(tcp))?;
     std::pin::Pin::new(&mut s)
         .connect()
         .await

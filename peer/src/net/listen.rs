@@ -22,7 +22,7 @@ use tokio_openssl::SslStream;
 use super::tls::peer_pin;
 use super::NeighbourTable;
 use crate::error::LinkError;
-use crate::link::EstablishedLink;
+use crate::link::{link_socket, EstablishedLink};
 use crate::metrics::Metrics;
 
 /// What the listener needs to check incoming links.
@@ -96,7 +96,7 @@ pub async fn accept_link(
 ) -> Result<EstablishedLink, LinkError> {
     let _ = tcp.set_nodelay(true);
     let ssl = Ssl::new(ctx.acceptor.context())?;
-    let mut s = SslStream::new(ssl, tcp)?;
+    let mut s = SslStream::new(ssl, link_socket(tcp))?;
     let (hello, pin) = tokio::time::timeout(ctx.handshake_timeout, async {
         std::pin::Pin::new(&mut s)
             .accept()

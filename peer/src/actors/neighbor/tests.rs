@@ -56,7 +56,7 @@ async fn accepted_link_is_attached_then_dropping_the_nid_closes_it_and_stops() {
     let (link, dialer) = accepted_link(4).await;
     let n = entry(
         4,
-        link.stream.get_ref().peer_addr().unwrap(),
+        link.stream.get_ref().get_ref().peer_addr().unwrap(),
         Pin(dialer.peer_id().0),
         false,
     );
@@ -88,7 +88,7 @@ async fn a_link_that_ends_is_reported_and_a_wrong_pin_is_ignored() {
     let (relay, _dropped) = recorder::<DropNid>();
     let deps = neighbor_deps(&plane, tracker.recipient(), relay.recipient());
     let (link, dialer) = accepted_link(6).await;
-    let addr = link.stream.get_ref().peer_addr().unwrap();
+    let addr = link.stream.get_ref().get_ref().peer_addr().unwrap();
 
     // Pinned to someone else: the link is not attached.
     let stranger = Neighbor::new(deps.clone(), entry(6, addr, Pin([7; 32]), false)).start();

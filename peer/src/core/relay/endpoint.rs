@@ -9,7 +9,9 @@
 
 use super::table::{Circuit, Crypto, Dir, End, Flow, Side, Slot, Stage};
 use super::{take_credit, CircKey, RelayCore};
-use anomos_common::cell::{BreakReason, CellMsg, CELL_BODY_LEN, CELL_HEADER_LEN, CREATE_CODE_LEN};
+use anomos_common::cell::{
+    BreakReason, CellMsg, Command, CELL_BODY_LEN, CELL_HEADER_LEN, CELL_LEN, CREATE_CODE_LEN,
+};
 use anomos_common::relay_crypto::OriginLayers;
 use anomos_common::Nid;
 use std::time::Instant;
@@ -102,39 +104,84 @@ impl RelayCore {
         key: CircKey,
         body: &mut [u8; CELL_BODY_LEN],
     ) -> Result<(), EndpointError> {
+        if self.endpoint_credit(key)? == 0 {
+            return Err(EndpointError::NoCredit);
+        }
+        let sent = self.endpoint_send_with(key, 1, |b| {
+            b.copy_from_slice(&body[..]);
+            true
+        })?;
+        if sent == 0 {
+            return Err(EndpointError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Send up to `max` DATA bodies, as many as credit allows, writing each
+    /// straight into the link's outbound buffer: `fill` gets a zeroed body
+    /// there and writes the plaintext (returning `false` to stop: that body
+    /// is not sent), then the endpoint's layers go over every body of the
+    /// batch at once. Returns how many were sent (each uses one unit of
+    /// credit); 0 with no credit. The bulk path of a circuit end, with no
+    /// copy of the body and one table look-up per batch.
+    pub fn endpoint_send_with(
+        &mut self,
+        key: CircKey,
+        max: usize,
+        mut fill: impl FnMut(&mut [u8; CELL_BODY_LEN]) -> bool,
+    ) -> Result<usize, EndpointError> {
         let c = self.circuits.get_mut(&key).ok_or(EndpointError::Closed)?;
         let dir = c.endpoint_dir().ok_or(EndpointError::Closed)?;
         if c.stage != Stage::Open {
             return Err(EndpointError::NotOpen);
         }
         let side = c.side(dir).ok_or(EndpointError::Closed)?;
-        if side.flow.send_credit == 0 {
-            return Err(EndpointError::NoCredit);
-        }
         let End::Link(link, circ) = side.end else {
             return Err(EndpointError::Closed);
         };
+        let want = max.min(side.flow.send_credit as usize);
+        let out = self.links.get_mut(&link).filter(|l| !l.closing);
+        let out = &mut out.ok_or(EndpointError::Closed)?.out;
+        let start = out.len();
+        let mut header = [0u8; CELL_HEADER_LEN];
+        header[..4].copy_from_slice(&circ.0.to_be_bytes());
+        header[4] = Command::Data as u8;
+        let mut sent = 0;
+        while sent < want {
+            let at = out.len();
+            out.extend_from_slice(&header);
+            out.resize(at + CELL_LEN, 0);
+            let body: &mut [u8; CELL_BODY_LEN] = (&mut out[at + CELL_HEADER_LEN..])
+                .try_into()
+                .map_err(|_| EndpointError::Closed)?;
+            if !fill(body) {
+                out.truncate(at);
+                break;
+            }
+            sent += 1;
+        }
         let sealed = match (&mut c.crypto, dir) {
-            (Crypto::Origin(o), Dir::Fwd) => o.wrap_forward(body),
-            (Crypto::Relay(l), Dir::Back) => l.add_backward(body),
-            _ => return Err(EndpointError::Closed),
+            (Crypto::Origin(o), Dir::Fwd) => o.wrap_forward_cells(&mut out[start..]),
+            (Crypto::Relay(l), Dir::Back) => l.add_backward_cells(&mut out[start..]),
+            _ => Err(anomos_common::crypto::CryptoError::BadTag),
         };
         if sealed.is_err() {
+            // Never half-wrapped cells on the wire.
+            out.truncate(start);
             return Err(EndpointError::Closed);
         }
-        let out = self.links.get_mut(&link).filter(|l| !l.closing);
-        let out = out.ok_or(EndpointError::Closed)?;
-        out.out.extend_from_slice(&circ.0.to_be_bytes());
-        out.out.push(anomos_common::cell::Command::Data as u8);
-        out.out.extend_from_slice(body);
-        if !out.dirty {
-            out.dirty = true;
-            self.dirty.push(link);
+        if sent > 0 {
+            if let Some(s) = c.side_mut(dir) {
+                s.flow.send_credit -= sent as u32;
+            }
+            if let Some(l) = self.links.get_mut(&link) {
+                if !l.dirty {
+                    l.dirty = true;
+                    self.dirty.push(link);
+                }
+            }
         }
-        if let Some(s) = c.side_mut(dir) {
-            s.flow.send_credit -= 1;
-        }
-        Ok(())
+        Ok(sent)
     }
 
     /// Take up to `max` received plaintext bodies (`CELL_BODY_LEN` bytes
@@ -145,24 +192,42 @@ impl RelayCore {
         max: usize,
         out: &mut Vec<u8>,
     ) -> Result<usize, EndpointError> {
+        let cells = self.endpoint_peek(key, max)?;
+        let n = cells.len() / CELL_LEN;
+        for cell in cells.chunks_exact(CELL_LEN) {
+            out.extend_from_slice(&cell[CELL_HEADER_LEN..]);
+        }
+        self.endpoint_consume(key, n)?;
+        Ok(n)
+    }
+
+    /// Up to `max` received cells at the front of the endpoint's queue, back
+    /// to back (`CELL_LEN` bytes each, the plaintext body at
+    /// `CELL_HEADER_LEN..`), without taking them: the shell opens the
+    /// records straight from here, then calls
+    /// [`RelayCore::endpoint_consume`].
+    pub fn endpoint_peek(&self, key: CircKey, max: usize) -> Result<&[u8], EndpointError> {
+        let c = self.circuits.get(&key).ok_or(EndpointError::Closed)?;
+        let dir = c.endpoint_dir().ok_or(EndpointError::Closed)?;
+        let side = c.side(dir).ok_or(EndpointError::Closed)?;
+        Ok(side.flow.queue.front(max))
+    }
+
+    /// Take the first `n` received cells (clamped to those queued): they
+    /// left the queue, so credit goes back upstream once half a window has.
+    pub fn endpoint_consume(&mut self, key: CircKey, n: usize) -> Result<(), EndpointError> {
         let window = self.cfg.window;
         let c = self.circuits.get_mut(&key).ok_or(EndpointError::Closed)?;
         let dir = c.endpoint_dir().ok_or(EndpointError::Closed)?;
         let side = c.side_mut(dir).ok_or(EndpointError::Closed)?;
-        let mut n = 0;
-        while n < max {
-            let Some(cell) = side.flow.queue.pop_front() else {
-                break;
-            };
-            out.extend_from_slice(&cell[CELL_HEADER_LEN..]);
-            n += 1;
-        }
+        let n = n.min(side.flow.queue.len());
+        side.flow.queue.pop(n);
         side.flow.uncredited += n as u32;
         let credit = take_credit(&mut side.flow, window);
         if let (Some(credit), End::Link(link, circ)) = (credit, side.end) {
             self.send_ctrl(link, circ, CellMsg::Credit(credit));
         }
-        Ok(n)
+        Ok(())
     }
 
     /// Close a local endpoint's circuit (BREAK(destroyed) on its link). No

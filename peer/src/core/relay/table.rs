@@ -7,10 +7,10 @@
 //! owns the [`Flow`] of the cells that *arrive* on it and the credit for
 //! the cells we *send* on it.
 
-use anomos_common::cell::{BreakReason, CircuitIdAllocator, CELL_LEN};
+use super::queue::CellQueue;
+use anomos_common::cell::{BreakReason, CircuitIdAllocator};
 use anomos_common::relay_crypto::{OriginLayers, RelayLayer};
 use anomos_common::{CircuitId, Nid};
-use std::collections::VecDeque;
 use std::time::Instant;
 
 /// A link as the core knows it: a fresh number per attached link, so a
@@ -69,7 +69,7 @@ pub(crate) struct Flow {
     pub uncredited: u32,
     /// Arrived cells (relay: whole cells with the next link's id already
     /// written; endpoint: plaintext bodies at `CELL_HEADER_LEN..`).
-    pub queue: VecDeque<[u8; CELL_LEN]>,
+    pub queue: CellQueue,
 }
 
 impl Flow {
@@ -78,7 +78,7 @@ impl Flow {
             send_credit: u32::from(window),
             recv_budget: u32::from(window),
             uncredited: 0,
-            queue: VecDeque::new(),
+            queue: CellQueue::default(),
         }
     }
 }

@@ -328,6 +328,47 @@ fn data_beyond_the_window_is_a_credit_violation_and_queues_stay_bounded() {
 }
 
 #[test]
+fn a_batch_of_runs_does_what_the_cells_do_one_at_a_time() {
+    let w = 4u16;
+    // Runs of circuit 1 around a cell of an unknown circuit; the 9th cell
+    // of circuit 1 exceeds the window, the two after it find it closing.
+    let ids = [1, 1, 1, 1, 1, 41, 1, 1, 1, 1, 1, 1];
+    let cells: Vec<Cell> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| Cell::new(CircuitId(c), data(i as u8)))
+        .collect();
+    let mut one = harness(w);
+    let mut batch = harness(w);
+    one.open();
+    batch.open();
+    for c in &cells {
+        one.feed(one.a, c.clone());
+    }
+    let mut bytes: Vec<u8> = cells.iter().flat_map(|c| c.to_bytes()).collect();
+    batch.core.handle_cells(batch.now, batch.a, &mut bytes);
+    let credit_sum = |cells: &[Cell]| -> u32 {
+        let credits = cells.iter().filter_map(|c| match c.msg {
+            CellMsg::Credit(n) => Some(u32::from(n.get())),
+            _ => None,
+        });
+        credits.sum()
+    };
+    let (to_b, to_b2) = (one.sent(one.b), batch.sent(batch.b));
+    assert_eq!(to_b, to_b2, "same bytes on the next link, in order");
+    assert_eq!(to_b.len(), usize::from(w) + 1, "one window, then BREAK");
+    let (to_a, to_a2) = (one.sent(one.a), batch.sent(batch.a));
+    assert_eq!(credit_sum(&to_a), credit_sum(&to_a2));
+    assert_eq!(to_a.last(), to_a2.last(), "BREAK(protocol) back");
+    for h in [&one, &batch] {
+        assert_eq!(h.count(&h.metrics.protocol_violations, "credit"), 1);
+        assert_eq!(h.count(&h.metrics.cells_dropped, "unknown_circuit"), 1);
+        assert_eq!(h.count(&h.metrics.cells_dropped, "circuit_closing"), 2);
+        assert_eq!(h.core.circuit_count(), 0);
+    }
+}
+
+#[test]
 fn credit_drains_the_queue_and_too_much_credit_is_a_violation() {
     let w = 4u16;
     let mut h = harness(w);
