@@ -324,11 +324,13 @@ impl Inner {
                     key,
                     infohash,
                     secret,
+                    credit,
                 } => {
                     let ep = Rc::new(EpIo::default());
                     self.endpoints.borrow_mut().insert(key, ep.clone());
                     let me = self.clone();
-                    tokio::task::spawn_local(stream::exit_task(me, key, ep, infohash, secret));
+                    let exit = stream::exit_task(me, key, ep, infohash, secret, credit);
+                    tokio::task::spawn_local(exit);
                 }
                 Output::Confirmed { key } => {
                     if let Some(ep) = self.endpoint(key) {

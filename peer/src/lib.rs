@@ -204,6 +204,9 @@ impl CircuitInfo for CircuitStream {
     fn relays(&self) -> usize {
         self.relays
     }
+    fn credit(&self) -> u8 {
+        self.credit
+    }
 }
 
 /// A peer on the real data path.

@@ -155,9 +155,10 @@ impl<P: SwarmPeer> Swarm<P> {
     fn add_stream(&mut self, stream: P::Stream, relays: Option<usize>, ctx: &mut Context<Self>) {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
+        let credit = stream.credit();
         let io = ConnIo::spawn(stream, id, self.core.max_message_len(), ctx.address());
         self.conns.insert(id, ConnEntry { io, relays });
-        self.core.add_conn(Instant::now(), id, 0);
+        self.core.add_conn(Instant::now(), id, credit);
         self.drive(ctx);
     }
 
@@ -363,6 +364,8 @@ impl<P: SwarmPeer> StreamHandler<Incoming<P::Stream>> for Swarm<P> {
 pub trait CircuitInfo {
     /// Relays between the ends (at the originator; 0 if unknown).
     fn relays(&self) -> usize;
+    /// The remote's credit tier, 0..=3 (at the exit; 0 if unknown).
+    fn credit(&self) -> u8;
 }
 
 impl<P: SwarmPeer> Handler<Frames> for Swarm<P> {

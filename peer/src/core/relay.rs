@@ -87,6 +87,8 @@ pub enum Output {
         key: CircKey,
         infohash: InfoHash,
         secret: CircuitSecret,
+        /// The originator's credit tier from the exit payload.
+        credit: u8,
     },
     /// An originated circuit got its CONFIRM.
     Confirmed { key: CircKey },

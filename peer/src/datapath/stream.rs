@@ -120,7 +120,15 @@ pub(super) async fn originate(
         Err(_) => return Err(fail(inner, key, CircuitError::Timeout)),
     };
     let relays = grant.layer_keys.len() - 1;
-    Ok(spawn_pumps(inner, key, ep, channel, grant.infohash, relays))
+    Ok(spawn_pumps(
+        inner,
+        key,
+        ep,
+        channel,
+        grant.infohash,
+        relays,
+        0,
+    ))
 }
 
 /// Close a circuit whose set-up failed.
@@ -139,6 +147,7 @@ pub(super) async fn exit_task(
     ep: Rc<EpIo>,
     infohash: InfoHash,
     secret: CircuitSecret,
+    credit: u8,
 ) {
     let handshake = async {
         let init = recv_one(&inner, key, &ep).await?;
@@ -153,7 +162,7 @@ pub(super) async fn exit_task(
             return;
         }
     };
-    let stream = spawn_pumps(&inner, key, ep, channel, infohash, 0);
+    let stream = spawn_pumps(&inner, key, ep, channel, infohash, 0, credit);
     let tx = inner.served.borrow().get(&infohash).cloned();
     if tx.is_none_or(|tx| tx.try_send(stream).is_err()) {
         fail(&inner, key, CircuitError::Timeout);
@@ -168,6 +177,7 @@ fn spawn_pumps(
     channel: Channel,
     infohash: InfoHash,
     relays: usize,
+    credit: u8,
 ) -> CircuitStream {
     let pipe = Arc::new(pipe::Pipe::default());
     let pump = Rc::new(Pump::new(
@@ -179,5 +189,5 @@ fn spawn_pumps(
     ));
     *ep.pump.borrow_mut() = Rc::downgrade(&pump);
     tokio::task::spawn_local(pump.run());
-    CircuitStream::new(infohash, relays, pipe)
+    CircuitStream::new(infohash, relays, credit, pipe)
 }

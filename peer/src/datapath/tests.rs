@@ -107,7 +107,7 @@ fn grant(keys: &[X25519Secret]) -> CircuitGrant {
         infohash: IH,
         circuit_secret: secret.clone(),
         expiry: unix_now() + 600,
-        credit: 0,
+        credit: 2,
     };
     let built = build(&mut rand::rng(), &hops, &payload).expect("build");
     CircuitGrant {
@@ -192,6 +192,8 @@ async fn sixty_four_mib_each_way_through_two_relays_over_tls() {
     let net = chain().await;
     let (o, x) = open(&net).await;
     assert_eq!((o.relays, x.relays), (2, 0));
+    // The tracker's credit tier reaches the exit, and only the exit.
+    assert_eq!((o.credit, x.credit), (0, 2));
     const TOTAL: usize = 64 << 20;
     let (up, down) = (pattern(1), pattern(2));
     let (or, ow) = tokio::io::split(o);

@@ -163,6 +163,7 @@ impl RelayCore {
                     key,
                     infohash: payload.infohash,
                     secret: payload.circuit_secret.clone(),
+                    credit: payload.credit,
                 });
             }
         }

@@ -141,6 +141,9 @@ pub struct CircuitStream {
     pub infohash: InfoHash,
     /// Relays between the two ends (originator only; 0 at the exit).
     pub relays: usize,
+    /// The originator's credit tier as the tracker sealed it for the exit
+    /// (exit only; 0 at the originator).
+    pub credit: u8,
     pipe: Arc<Pipe>,
 }
 
@@ -154,10 +157,16 @@ impl std::fmt::Debug for CircuitStream {
 }
 
 impl CircuitStream {
-    pub(super) fn new(infohash: InfoHash, relays: usize, pipe: Arc<Pipe>) -> CircuitStream {
+    pub(super) fn new(
+        infohash: InfoHash,
+        relays: usize,
+        credit: u8,
+        pipe: Arc<Pipe>,
+    ) -> CircuitStream {
         CircuitStream {
             infohash,
             relays,
+            credit,
             pipe,
         }
     }
