@@ -45,8 +45,7 @@ RUN apt-get update \
     && install -d -o anomos -g anomos -m 0700 /data \
     && install -d -o anomos -g anomos -m 0755 /config
 # The health probe is plain bash (/dev/tcp): no curl in the image.
-COPY deploy/docker/healthcheck.sh /usr/local/bin/anomos-healthcheck
-RUN chmod 0755 /usr/local/bin/anomos-healthcheck
+COPY --chmod=0755 deploy/docker/healthcheck.sh /usr/local/bin/anomos-healthcheck
 # Identities, the tracker's certificate, admin token and ledger live here.
 VOLUME ["/data"]
 WORKDIR /data
@@ -56,6 +55,8 @@ STOPSIGNAL SIGTERM
 # ---- tracker ---------------------------------------------------------------
 FROM runtime AS tracker
 COPY --from=builder /out/anomos-tracker /usr/local/bin/anomos-tracker
+# Writes tracker.pin and peer.toml for the peers (compose's init step).
+COPY --chmod=0755 deploy/docker/peer-config.sh /usr/local/bin/anomos-peer-config
 # The operator listener binds all interfaces inside the container so that
 # Prometheus can scrape it over a private network; publish only 8443.
 ENV ANOMOS_HEALTH_PORT=9090
