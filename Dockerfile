@@ -49,7 +49,8 @@ COPY --chmod=0755 deploy/docker/healthcheck.sh /usr/local/bin/anomos-healthcheck
 # Identities, the tracker's certificate, admin token and ledger live here.
 VOLUME ["/data"]
 WORKDIR /data
-USER anomos:anomos
+# Numeric, so Kubernetes can tell runAsNonRoot holds without a passwd lookup.
+USER 10001:10001
 STOPSIGNAL SIGTERM
 
 # ---- tracker ---------------------------------------------------------------
