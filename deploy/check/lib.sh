@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by deploy/check.sh and deploy/nginx-e2e.sh (sourced, not run).
 #
 # Every process started through start_bg is killed by cleanup, which the
