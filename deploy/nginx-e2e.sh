@@ -126,6 +126,14 @@ min_neighbours() {
   echo "$min"
 }
 
+# Stop the tracker and the relays; nginx (started first) keeps running.
+stop_all_but_nginx() {
+  local keep=${BG_PIDS[0]}
+  BG_PIDS=("${BG_PIDS[@]:1}")
+  stop_bg
+  BG_PIDS=("$keep")
+}
+
 all_linked() { [[ $(min_neighbours) -ge 1 ]]; }
 announced_ok() { [[ $(tracker_metric 'anomos_tracker_announces_total{result="ok"}') -ge $1 ]]; }
 
@@ -170,13 +178,7 @@ exercise_network_through_nginx() {
   note "$RELAYS relays announced through nginx, /status: $peers peers, $edges edges; every relay has a neighbour"
 }
 exercise_network_through_nginx
-stop_bg_but_nginx() {
-  local keep=${BG_PIDS[0]}
-  BG_PIDS=("${BG_PIDS[@]:1}")
-  stop_bg
-  BG_PIDS=("$keep")
-}
-stop_bg_but_nginx
+stop_all_but_nginx
 
 step "control: the same tracker trusting no proxy"
 start_tracker control '[]'
