@@ -2,7 +2,8 @@
 # Runs every test Anomos has, from a fresh machine: installs what the tests
 # need, builds once, checks layering and formatting, runs unit, property,
 # integration and end-to-end tests, runs each fuzz target for a few seconds,
-# and compiles (does not run) the benchmarks.
+# validates the deployment material against the built binaries, and
+# compiles (does not run) the benchmarks.
 #
 # Environment: FUZZ_SECONDS (default 5) per fuzz target; SKIP_FUZZ=1 to skip.
 set -euo pipefail
@@ -65,6 +66,9 @@ if [[ "${SKIP_FUZZ:-0}" != 1 ]]; then
     done
   )
 fi
+
+step "deploy material (deploy/check.sh)"
+./deploy/check.sh
 
 step "benchmarks compile"
 cargo bench --workspace --no-run --locked

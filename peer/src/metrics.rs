@@ -10,6 +10,38 @@ use prometheus::{
     TextEncoder,
 };
 
+/// Drop reasons of the relay core, registered at zero when the metrics are
+/// made: a series that first appears at 1 looks like no change to `rate()`
+/// and `increase()`, so without this the first drop would never alert, and
+/// dashboards would show "no data" instead of 0. A reason missing here is
+/// still counted, from its first occurrence on.
+pub const DROP_REASONS: [&str; 9] = [
+    "unknown_circuit",
+    "circuit_closing",
+    "circuit_limit",
+    "peel_backlog",
+    "control_overflow",
+    "setup_timeout",
+    "drain_timeout",
+    "unknown_nid",
+    "not_served",
+];
+
+/// Violation kinds of link set-up and the relay core, registered at zero
+/// for the same reason as [`DROP_REASONS`].
+pub const VIOLATION_KINDS: [&str; 10] = [
+    "bad_hello",
+    "bad_pin",
+    "unknown_nid",
+    "malformed_cell",
+    "credit",
+    "circuit_id_side",
+    "circuit_id_in_use",
+    "unexpected_confirm",
+    "unexpected_data",
+    "unexpected_break_ack",
+];
+
 /// Handles to the peer's metrics. Cheap to clone (the handles are `Arc`s).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -68,7 +100,7 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(circuit_setup_seconds.clone()))?;
-        Ok(Self {
+        let m = Self {
             relay_bytes: counter(
                 "anomos_relay_bytes_total",
                 "Bytes of DATA cells relayed for others.",
@@ -111,7 +143,14 @@ impl Metrics {
                 "result",
             )?,
             registry,
-        })
+        };
+        for reason in DROP_REASONS {
+            m.cells_dropped.with_label_values(&[reason]);
+        }
+        for kind in VIOLATION_KINDS {
+            m.protocol_violations.with_label_values(&[kind]);
+        }
+        Ok(m)
     }
 
     /// Count a dropped cell. `reason` must come from a fixed set.
@@ -154,6 +193,19 @@ mod tests {
             "anomos_protocol_violations_total{kind=\"malformed_cell\"} 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn known_reasons_and_kinds_start_at_zero() {
+        let text = Metrics::new().expect("metrics").render();
+        for reason in DROP_REASONS {
+            let line = format!("anomos_cells_dropped_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&line), "missing {line}");
+        }
+        for kind in VIOLATION_KINDS {
+            let line = format!("anomos_protocol_violations_total{{kind=\"{kind}\"}} 0");
+            assert!(text.contains(&line), "missing {line}");
         }
     }
 }
