@@ -25,7 +25,7 @@ ROOT=$PWD
 DEPLOY=$ROOT/deploy
 BIN_DIR=${ANOMOS_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}
 PYTHON=${PYTHON:-python3}
-RELAYS=3
+RELAYS=4
 PROXY_SOURCE=127.0.0.3
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/anomos-nginx-e2e.XXXXXX")
@@ -161,10 +161,10 @@ note "only POST /v1/announce is proxied (operator paths 404, GET 403)"
 # The refused GET is logged as an error; only what comes after counts.
 log_start=$(($(wc -l <"$WORK/nginx/error.log") + 1))
 
-# The network through nginx. Currently: every relay registers and links
-# with a neighbour, which needs the address the tracker learned from
-# X-Forwarded-For. This is where a download through the same network goes
-# once the peer can seed and download.
+# The network through nginx: every relay registers and links with a
+# neighbour, which needs the address the tracker learned from
+# X-Forwarded-For; then a seeder and a downloader that also announce
+# through nginx move a file anonymously over that network.
 exercise_network_through_nginx() {
   start_relays relay "$RELAYS"
   wait_for 30 "$RELAYS announces through nginx" announced_ok "$RELAYS" ||
@@ -176,6 +176,28 @@ exercise_network_through_nginx() {
   edges=$(status_field graph_edges)
   [[ $peers -eq $RELAYS && $edges -ge 1 ]] || fail "/status shows $peers peers and $edges edges"
   note "$RELAYS relays announced through nginx, /status: $peers peers, $edges edges; every relay has a neighbour"
+  download_through_nginx
+}
+
+# A torrent whose tracker is nginx (URL and pin), one seeder, and
+# `anomos get` through circuits of the network above; the copy must match.
+download_through_nginx() {
+  head -c $((4 * 1048576 + 12345)) /dev/urandom >"$WORK/shared.bin"
+  "$BIN_DIR/anomos" make-torrent "$WORK/shared.bin" --tracker "$nginx_url" \
+    --tracker-pin "$nginx_pin" -o "$WORK/shared.atorrent" >/dev/null ||
+    fail "make-torrent failed"
+  start_bg seeder "$BIN_DIR/anomos" seed "$WORK/shared.atorrent" --data "$WORK/shared.bin" \
+    --ephemeral --listen 127.0.0.1:0 --metrics 127.0.0.1:0
+  wait_for 30 "the seeder" line_in "$WORK/seeder.out" ' metrics 127\.0\.0\.1:[0-9]+$' ||
+    { show_logs seeder; fail "the seeder did not start"; }
+  mkdir -p "$WORK/got"
+  if ! timeout 120 "$BIN_DIR/anomos" get "$WORK/shared.atorrent" --out "$WORK/got" \
+    --ephemeral --listen 127.0.0.1:0 --metrics 127.0.0.1:0 >"$WORK/get.out" 2>"$WORK/get.err"; then
+    show_logs seeder get
+    fail "anomos get through nginx failed"
+  fi
+  cmp -s "$WORK/shared.bin" "$WORK/got/shared.bin" || fail "the downloaded copy differs"
+  note "anonymous download through the nginx-fronted tracker: $(grep -o 'relays per open circuit.*' "$WORK/get.out")"
 }
 exercise_network_through_nginx
 stop_all_but_nginx
