@@ -7,5 +7,6 @@
 //! it that lists its states, legal messages, transitions and invariants.
 
 pub mod backoff;
+pub mod copy;
 pub mod link;
 pub mod relay;
