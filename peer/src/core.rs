@@ -7,6 +7,7 @@
 //! it that lists its states, legal messages, transitions and invariants.
 
 pub mod backoff;
+pub mod copy;
 pub mod link;
 pub mod relay;
 pub mod swarm;

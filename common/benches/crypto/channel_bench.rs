@@ -9,7 +9,7 @@
 use anomos_common::cell::{CellMut, Command, CELL_BODY_LEN, CELL_HEADER_LEN, CELL_LEN};
 use anomos_common::crypto::{AesCtr, AesGcm, LayerKeys};
 use anomos_common::e2e::{Channel, ChannelKeys, Role, MAX_RECORD_PLAINTEXT};
-use anomos_common::relay_crypto::RelayLayer;
+use anomos_common::relay_crypto::{OriginLayers, RelayLayer};
 use anomos_common::CircuitId;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use std::collections::HashMap;
@@ -73,6 +73,36 @@ fn relay_layer(c: &mut Criterion) {
         b.iter(|| {
             layer.remove_forward_many(&mut flat).expect("layer");
             black_box(&flat);
+        })
+    });
+    // As the relay's run path does it: 16 whole cells as they lie in a
+    // link buffer.
+    let mut run = vec![0x5au8; cells * CELL_LEN];
+    g.bench_function("cell_run", |b| {
+        b.iter(|| {
+            layer.remove_forward_cells(&mut run).expect("layer");
+            black_box(&run);
+        })
+    });
+    g.finish();
+    // The originator removes three hops' layers from every body: per body,
+    // or on the run path (keystream for 8 bodies per call, one XOR pass).
+    let mut g = c.benchmark_group("origin_3_layers_16k");
+    g.throughput(Throughput::Bytes((cells * CELL_BODY_LEN) as u64));
+    let keys: Vec<_> = (1..4).map(layer_keys).collect();
+    let mut origin = OriginLayers::new(&keys).expect("layers");
+    g.bench_function("per_cell", |b| {
+        b.iter(|| {
+            for body in bodies.iter_mut() {
+                origin.unwrap_backward(body).expect("layer");
+            }
+            black_box(&bodies);
+        })
+    });
+    g.bench_function("cell_run", |b| {
+        b.iter(|| {
+            origin.unwrap_backward_cells(&mut run).expect("layer");
+            black_box(&run);
         })
     });
     g.finish();

@@ -224,7 +224,7 @@ proptest! {
     #[test]
     fn cell_runs_equal_body_by_body(
         raw in prop::collection::vec(any::<([u8; 32], [u8; 32])>(), 1..4),
-        runs in prop::collection::vec(0usize..5, 1..5),
+        runs in prop::collection::vec(0usize..20, 1..5),
         fill in any::<u8>(),
     ) {
         let all: Vec<LayerKeys> = raw.into_iter().map(|(f, b)| keys(f, b)).collect();

@@ -34,6 +34,11 @@ use super::pattern::{Pattern, Transfer};
 const CIRCUIT_WAIT: Duration = Duration::from_secs(60);
 /// The command byte that asks the exit for the stream.
 const SEND: u8 = b'T';
+/// First byte of a plain connection (before TLS): TLS over the links'
+/// buffered socket.
+const LINK_SOCKET: u8 = b'L';
+/// First byte of a plain connection: TLS straight on the TCP socket.
+const RAW_SOCKET: u8 = b'R';
 
 /// Which end this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -233,9 +238,19 @@ async fn start_exit(
             actix_rt::spawn(async move {
                 let sent = async {
                     tcp.set_nodelay(true)?;
-                    let mut s = SslStream::new(openssl::ssl::Ssl::new(acceptor.context())?, tcp)?;
-                    std::pin::Pin::new(&mut s).accept().await?;
-                    p.send(&mut s, bytes).await?;
+                    let mut tcp = tcp;
+                    let mut mode = [0u8; 1];
+                    tcp.read_exact(&mut mode).await?;
+                    let ssl = openssl::ssl::Ssl::new(acceptor.context())?;
+                    if mode[0] == LINK_SOCKET {
+                        let mut s = SslStream::new(ssl, anomos_peer::link::link_socket(tcp))?;
+                        std::pin::Pin::new(&mut s).accept().await?;
+                        p.send(&mut s, bytes).await?;
+                    } else {
+                        let mut s = SslStream::new(ssl, tcp)?;
+                        std::pin::Pin::new(&mut s).accept().await?;
+                        p.send(&mut s, bytes).await?;
+                    }
                     anyhow::Ok(())
                 };
                 if let Err(e) = sent.await {
@@ -287,7 +302,10 @@ fn number(words: &[&str], i: usize) -> anyhow::Result<usize> {
 impl Origin<'_> {
     async fn command(&mut self, w: &[&str]) -> anyhow::Result<Reply> {
         match w.first().copied() {
-            Some("plain") => self.plain(w.get(1).context("no address")?.parse()?).await,
+            Some("plain") => {
+                let addr = w.get(1).context("no address")?.parse()?;
+                self.plain(addr, w.get(2) != Some(&"raw")).await
+            }
             Some("circuit") => self.circuit().await,
             Some("setup") => self.setup(number(w, 1)?).await,
             Some("open") => self.open(number(w, 1)?).await,
@@ -300,25 +318,36 @@ impl Origin<'_> {
         }
     }
 
-    /// Receive the stream over a direct TLS connection to the exit.
-    async fn plain(&self, addr: SocketAddr) -> anyhow::Result<Reply> {
+    /// Receive the stream over a direct TLS connection to the exit: over
+    /// the links' buffered socket (`link`), or TLS straight on TCP.
+    async fn plain(&self, addr: SocketAddr, link: bool) -> anyhow::Result<Reply> {
         let id = PeerIdentity::generate()?;
         let connector = anomos_peer::net::tls::link_connector(&id)?;
         let ssl = connector
             .configure()?
             .verify_hostname(false)
             .into_ssl("anomos")?;
-        let tcp = TcpStream::connect(addr).await?;
+        let mut tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
-        let mut s = SslStream::new(ssl, tcp)?;
-        std::pin::Pin::new(&mut s).connect().await?;
-        let cipher = format!(
-            "{} {}",
-            s.ssl().version_str(),
-            s.ssl().current_cipher().map_or("?", |c| c.name())
-        );
-        let transfer = self.pattern.receive(&mut s, self.bytes).await?;
-        Ok(Reply::Plain { transfer, cipher })
+        tcp.write_all(&[if link { LINK_SOCKET } else { RAW_SOCKET }])
+            .await?;
+        let cipher = |s: &openssl::ssl::SslRef| {
+            let name = s.current_cipher().map_or("?", |c| c.name());
+            format!("{} {name}", s.version_str())
+        };
+        if link {
+            let mut s = SslStream::new(ssl, anomos_peer::link::link_socket(tcp))?;
+            std::pin::Pin::new(&mut s).connect().await?;
+            let cipher = cipher(s.ssl());
+            let transfer = self.pattern.receive(&mut s, self.bytes).await?;
+            Ok(Reply::Plain { transfer, cipher })
+        } else {
+            let mut s = SslStream::new(ssl, tcp)?;
+            std::pin::Pin::new(&mut s).connect().await?;
+            let cipher = cipher(s.ssl());
+            let transfer = self.pattern.receive(&mut s, self.bytes).await?;
+            Ok(Reply::Plain { transfer, cipher })
+        }
     }
 
     /// Receive the stream through one new circuit.

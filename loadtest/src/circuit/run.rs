@@ -137,18 +137,24 @@ async fn drive(a: &CircuitArgs) -> anyhow::Result<Report> {
     let long = Duration::from_secs(a.timeout);
     let mut all = vec![origin.pid, exit.pid];
     all.extend(&pids);
-    let p0 = samples(&all[..2])?;
-    let (plain, plain_cipher) = match origin.call(&format!("plain {tls}"), long).await? {
-        Reply::Plain { transfer, cipher } => (transfer, cipher),
-        r => bail!("plain: unexpected reply {r:?}"),
-    };
-    let p1 = samples(&all[..2])?;
-    let plain_ns_per_byte = NsPerByte::from_cpu(
-        p1[0].cpu_secs - p0[0].cpu_secs,
-        p1[1].cpu_secs - p0[1].cpu_secs,
-        &[],
-        plain.bytes,
-    );
+    let mut plain_runs = Vec::new();
+    for mode in ["link", "raw"] {
+        let p0 = samples(&all[..2])?;
+        let (transfer, cipher) = match origin.call(&format!("plain {tls} {mode}"), long).await? {
+            Reply::Plain { transfer, cipher } => (transfer, cipher),
+            r => bail!("plain: unexpected reply {r:?}"),
+        };
+        let p1 = samples(&all[..2])?;
+        let ns = NsPerByte::from_cpu(
+            p1[0].cpu_secs - p0[0].cpu_secs,
+            p1[1].cpu_secs - p0[1].cpu_secs,
+            &[],
+            transfer.bytes,
+        );
+        plain_runs.push((transfer, cipher, ns));
+    }
+    let (plain_raw, _, plain_raw_ns_per_byte) = plain_runs.pop().context("plain run")?;
+    let (plain, plain_cipher, plain_ns_per_byte) = plain_runs.pop().context("plain run")?;
     let (cpu0, bytes0, t0) = (samples(&all)?, relay_bytes(&relays).await?, Instant::now());
     let (circuit, circuit_relays) = match origin.call("circuit", long).await? {
         Reply::Circuit { transfer, relays } => (transfer, relays),
@@ -229,11 +235,14 @@ async fn drive(a: &CircuitArgs) -> anyhow::Result<Report> {
     if let Err(e) = tracker.stop() {
         eprintln!("warning: {e:#}");
     }
-    let ratio = if plain.mib_per_sec > 0.0 {
-        (circuit.mib_per_sec / plain.mib_per_sec * 1000.0).round() / 1000.0
-    } else {
-        0.0
+    let ratio_to = |p: &super::pattern::Transfer| {
+        if p.mib_per_sec > 0.0 {
+            (circuit.mib_per_sec / p.mib_per_sec * 1000.0).round() / 1000.0
+        } else {
+            0.0
+        }
     };
+    let (ratio, ratio_raw) = (ratio_to(&plain), ratio_to(&plain_raw));
     Ok(Report {
         mode: "circuit",
         relays_per_circuit: a.relays,
@@ -246,6 +255,9 @@ async fn drive(a: &CircuitArgs) -> anyhow::Result<Report> {
         circuit,
         circuit_relays,
         ratio,
+        plain_raw,
+        ratio_raw,
+        plain_raw_ns_per_byte,
         circuit_cpu,
         circuit_ns_per_byte,
         plain_ns_per_byte,

@@ -34,13 +34,17 @@ fn circuit_small_run_moves_intact_bytes_and_writes_json() {
     assert!(stdout.contains("ratio circuit/plain"), "{stdout}");
 
     assert_eq!(r["mode"], "circuit");
-    for t in ["plain", "circuit"] {
+    for t in ["plain", "plain_raw", "circuit"] {
         assert_eq!(r[t]["bytes"], 8 << 20, "{t}: {}", r[t]);
         assert_eq!(r[t]["intact"], true, "{t}: {}", r[t]);
     }
     assert_eq!(r["circuit_relays"], 2);
     // CPU is read in 10 ms ticks: 8 MiB may round to 0 on one process.
-    for t in ["circuit_ns_per_byte", "plain_ns_per_byte"] {
+    for t in [
+        "circuit_ns_per_byte",
+        "plain_ns_per_byte",
+        "plain_raw_ns_per_byte",
+    ] {
         assert!(r[t]["path_total"].as_f64().unwrap() >= 0.0, "{t}: {}", r[t]);
     }
     assert!(r["plain_cipher"].as_str().unwrap().starts_with("TLSv1.3"));

@@ -225,6 +225,55 @@ async fn sixty_four_mib_each_way_through_two_relays_over_tls() {
     assert_eq!(net.dps[0].inner.metrics.circuits_built.get(), 1);
 }
 
+/// A reader that takes small pieces, and pauses, still gets every byte in
+/// order and a clean end: the pump stops taking bodies while the stream's
+/// buffer is full and resumes as the reader frees room. Small writes (one
+/// record each) go through too.
+#[actix_rt::test]
+async fn small_slow_reads_and_small_writes_arrive_intact() {
+    let net = chain().await;
+    let (o, x) = open(&net).await;
+    let (mut or, mut ow) = tokio::io::split(o);
+    let (xr, xw) = tokio::io::split(x);
+    // More than the stream's buffer plus every window on the path.
+    const TOTAL: usize = 3 << 20;
+    let down = pattern(4);
+    let sender = send_all(xw, &down, TOTAL);
+    let reader = async {
+        let mut buf = [0u8; 1000];
+        let mut got = 0usize;
+        let mut reads = 0u32;
+        loop {
+            let n = or.read(&mut buf).await.expect("read");
+            if n == 0 {
+                return got;
+            }
+            for (i, b) in buf[..n].iter().enumerate() {
+                assert_eq!(*b, down[(got + i) % down.len()], "byte {}", got + i);
+            }
+            got += n;
+            reads += 1;
+            if reads % 512 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let writer = async {
+        for i in 0..300u32 {
+            ow.write_all(&i.to_be_bytes()).await.expect("small write");
+            if i % 50 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        ow.shutdown().await.expect("shutdown");
+    };
+    let expect: Vec<u8> = (0..300u32).flat_map(u32::to_be_bytes).collect();
+    let (_, got, (), at_exit) = tokio::join!(sender, reader, writer, recv_all(xr, &expect));
+    assert_eq!(got, TOTAL);
+    assert_eq!(at_exit.expect("exit read"), expect.len());
+    wait_empty(&net).await;
+}
+
 #[actix_rt::test]
 async fn killing_a_relay_breaks_both_ends_and_empties_the_tables() {
     let net = chain().await;

@@ -13,6 +13,7 @@
 
 use super::table::{Crypto, Dir, End, Slot, Stage};
 use super::{take_credit, CircKey, LinkId, Output, RelayCore};
+use crate::core::copy;
 use anomos_common::cell::{BreakReason, CellMsg, CELL_LEN};
 use anomos_common::CircuitId;
 use std::time::Instant;
@@ -96,7 +97,7 @@ impl RelayCore {
                     if sent > 0 {
                         other.flow.send_credit -= sent as u32;
                         this.flow.uncredited += sent as u32;
-                        l.out.extend_from_slice(&run[..sent * CELL_LEN]);
+                        copy::extend(&mut l.out, &run[..sent * CELL_LEN]);
                         if !l.dirty {
                             l.dirty = true;
                             self.dirty.push(l2);
@@ -151,7 +152,7 @@ impl RelayCore {
         if moved == 0 {
             return;
         }
-        out.out.extend_from_slice(src.flow.queue.front(moved));
+        copy::extend(&mut out.out, src.flow.queue.front(moved));
         src.flow.queue.pop(moved);
         dst.flow.send_credit -= moved as u32;
         src.flow.uncredited += moved as u32;

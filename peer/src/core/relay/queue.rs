@@ -9,6 +9,7 @@
 //! once. Like the per-cell queue it replaces, the buffer keeps its capacity
 //! while the circuit lives (bounded by the credit window).
 
+use crate::core::copy;
 use anomos_common::cell::CELL_LEN;
 
 /// Whole cells in arrival order (see module docs).
@@ -34,10 +35,12 @@ impl CellQueue {
     pub(crate) fn push(&mut self, cells: &[u8]) {
         let whole = cells.len() / CELL_LEN * CELL_LEN;
         if self.head > 0 && self.head >= self.buf.len() - self.head {
-            self.buf.drain(..self.head);
+            let keep = self.buf.len() - self.head;
+            copy::to_front(&mut self.buf, self.head);
+            self.buf.truncate(keep);
             self.head = 0;
         }
-        self.buf.extend_from_slice(&cells[..whole]);
+        copy::extend(&mut self.buf, &cells[..whole]);
     }
 
     /// The first `n` cells (fewer if fewer are queued) as one slice.

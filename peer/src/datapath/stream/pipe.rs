@@ -15,6 +15,7 @@
 //! `want_room`: `down` was full, and then only once a quarter of it is
 //! free again). The application's tasks are woken through their wakers.
 
+use crate::core::copy;
 use anomos_common::cell::BreakReason;
 use anomos_common::InfoHash;
 use std::io;
@@ -66,7 +67,7 @@ impl ByteBuf {
             self.buf = vec![0; PIPE_BUF];
         }
         if PIPE_BUF - self.tail < want && self.head > 0 {
-            self.buf.copy_within(self.head..self.tail, 0);
+            copy::to_front(&mut self.buf[..self.tail], self.head);
             self.tail -= self.head;
             self.head = 0;
         }
@@ -205,7 +206,9 @@ impl AsyncRead for CircuitStream {
         }
         if !st.down.is_empty() {
             let n = buf.remaining().min(st.down.len());
-            buf.put_slice(&st.down.filled()[..n]);
+            for piece in st.down.filled()[..n].chunks(copy::PIECE) {
+                buf.put_slice(piece);
+            }
             st.down.consume(n);
             let wake = st.want_room && st.down.space() >= ROOM_WAKE;
             if wake {
@@ -250,7 +253,7 @@ impl AsyncWrite for CircuitStream {
             park(&mut st.writer, cx.waker());
             return Poll::Pending;
         }
-        st.up.tail_mut(n)[..n].copy_from_slice(&data[..n]);
+        copy::copy(&mut st.up.tail_mut(n)[..n], &data[..n]);
         st.up.commit(n);
         let wake = std::mem::take(&mut st.want_bytes);
         drop(st);
