@@ -52,9 +52,11 @@ pub enum PlaneEvent {
         /// Why, a fixed kind.
         reason: &'static str,
     },
-    /// A circuit this peer originated failed; the first hop's NID if known.
+    /// A circuit this peer originated failed, or one ending here broke:
+    /// re-announce at once.
     CircuitFailed {
-        /// NIDs to report as failed.
+        /// NIDs to report as failed (none from the real data path: a BREAK
+        /// does not tell which link died).
         nids: Vec<Nid>,
     },
     /// A neighbour broke the protocol; report the NID so the tracker drops it.

@@ -77,7 +77,12 @@ impl Default for DataPathConfig {
 pub enum DataPathEvent {
     /// A link ended.
     LinkClosed { nid: Nid, reason: &'static str },
-    /// A circuit this peer originated failed (before or after opening).
+    /// A circuit this peer originated failed (before or after opening), or
+    /// a circuit ending here broke (any BREAK but a clean `destroyed`).
+    /// Either end re-announces at once. `nids` is always empty here: a
+    /// BREAK does not say which link failed, and reporting our healthy
+    /// first hop would make the tracker drop it (a link we lost ourselves is
+    /// reported by its Neighbor).
     CircuitFailed { nids: Vec<Nid> },
     /// A neighbour crossed the violation limit; its link is being closed.
     Misbehaving { nid: Nid },
@@ -220,8 +225,7 @@ impl DataPath {
     /// on the first hop's link, wait for CONFIRM, run the e2e handshake.
     pub async fn originate(&self, grant: CircuitGrant) -> Result<CircuitStream, CircuitError> {
         let start = Instant::now();
-        let mut first = None;
-        let result = stream::originate(&self.inner, grant, &mut first).await;
+        let result = stream::originate(&self.inner, grant).await;
         match &result {
             Ok(_) => {
                 self.inner.metrics.circuits_built.inc();
@@ -232,9 +236,8 @@ impl DataPath {
             Err(CircuitError::Broken(_)) => {}
             Err(_) => {
                 self.inner.metrics.circuits_failed.inc();
-                self.inner.emit(DataPathEvent::CircuitFailed {
-                    nids: first.into_iter().collect(),
-                });
+                self.inner
+                    .emit(DataPathEvent::CircuitFailed { nids: Vec::new() });
             }
         }
         result
@@ -358,9 +361,14 @@ impl Inner {
                     leftover,
                     first_nid,
                 } => {
-                    if let Some(nid) = first_nid {
+                    // Ours, or an exit's that did not end cleanly: either
+                    // end asks the tracker for repairs at once.
+                    let originated = first_nid.is_some();
+                    if originated {
                         self.metrics.circuits_failed.inc();
-                        self.emit(DataPathEvent::CircuitFailed { nids: vec![nid] });
+                    }
+                    if originated || !matches!(reason, BreakReason::None | BreakReason::Destroyed) {
+                        self.emit(DataPathEvent::CircuitFailed { nids: Vec::new() });
                     }
                     if let Some(ep) = self.endpoints.borrow_mut().remove(&key) {
                         ep.reason.set(Some(reason));

@@ -15,3 +15,6 @@ mod lab;
 
 #[path = "peer/download.rs"]
 mod download;
+
+#[path = "peer/faults.rs"]
+mod faults;

@@ -11,7 +11,11 @@
 //!
 //! The ledger also keeps the per-tracker salt that makes the pseudonymous ids
 //! of the status page (`SHA-256(peer id ‖ salt)`, first 8 hex digits)
-//! meaningless outside this tracker.
+//! meaningless outside this tracker, and each identity's last reported
+//! cumulative counters (`reported.rs`), so a session that begins after a
+//! tracker restart counts only what is new.
+
+mod reported;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,7 +28,7 @@ use anomos_common::PeerId;
 use dashmap::DashMap;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::core::session::LedgerDelta;
+use crate::core::session::{LedgerDelta, Reported};
 use crate::error::LedgerError;
 
 /// One identity's totals.
@@ -72,7 +76,7 @@ pub struct LeaderboardRow {
 }
 
 enum Cmd {
-    Add(PeerId, LedgerDelta, u64),
+    Add(PeerId, LedgerDelta, Option<Reported>, u64),
     Flush(Sender<Result<(), String>>),
 }
 
@@ -81,6 +85,7 @@ enum Cmd {
 pub struct Ledger {
     tx: Mutex<Option<Sender<Cmd>>>,
     cache: Arc<DashMap<PeerId, Totals>>,
+    reported: DashMap<PeerId, Reported>,
     salt: [u8; 16],
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -97,6 +102,7 @@ impl Ledger {
                  relayed INTEGER NOT NULL, first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
         )?;
+        let reported = reported::load(&conn)?;
         let salt = load_salt(&conn)?;
         let cache = Arc::new(DashMap::new());
         {
@@ -128,21 +134,33 @@ impl Ledger {
         Ok(Ledger {
             tx: Mutex::new(Some(tx)),
             cache,
+            reported,
             salt,
             writer: Mutex::new(Some(writer)),
         })
     }
 
-    /// Add a delta for `peer` (visible to reads at once, on disk at the
-    /// next batch).
-    pub fn record(&self, peer: PeerId, delta: LedgerDelta, now: u64) {
+    /// Add a delta for `peer`, and the counters it reported if they
+    /// changed (visible to reads at once, on disk at the next batch).
+    pub fn record(&self, peer: PeerId, delta: LedgerDelta, reported: Option<Reported>, now: u64) {
         self.cache.entry(peer).or_default().add(delta, now);
+        if let Some(r) = &reported {
+            self.reported.insert(peer, r.clone());
+        }
         if let Ok(guard) = self.tx.lock() {
             if let Some(tx) = guard.as_ref() {
                 // The writer only goes away at close(); a send error then is moot.
-                let _ = tx.send(Cmd::Add(peer, delta, now));
+                let _ = tx.send(Cmd::Add(peer, delta, reported, now));
             }
         }
+    }
+
+    /// The cumulative counters `peer` last reported (zero if never).
+    pub fn reported(&self, peer: &PeerId) -> Reported {
+        self.reported
+            .get(peer)
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     /// Current totals of `peer`.
@@ -224,11 +242,11 @@ impl Drop for Ledger {
     }
 }
 
-fn from_sql(v: i64) -> u64 {
+pub(crate) fn from_sql(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn to_sql(v: u64) -> i64 {
+pub(crate) fn to_sql(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -253,13 +271,17 @@ fn load_salt(conn: &Connection) -> Result<[u8; 16], LedgerError> {
 fn writer_loop(mut conn: Connection, rx: Receiver<Cmd>) {
     while let Ok(first) = rx.recv() {
         let mut pending: HashMap<PeerId, (Totals, u64)> = HashMap::new();
+        let mut reports: HashMap<PeerId, Reported> = HashMap::new();
         let mut acks = Vec::new();
         let mut next = Some(first);
         while let Some(cmd) = next {
             match cmd {
-                Cmd::Add(peer, d, now) => {
+                Cmd::Add(peer, d, r, now) => {
                     let e = pending.entry(peer).or_insert((Totals::default(), now));
                     e.0.add(d, now);
+                    if let Some(r) = r {
+                        reports.insert(peer, r);
+                    }
                 }
                 Cmd::Flush(ack) => acks.push(ack),
             }
@@ -269,7 +291,7 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Cmd>) {
                 None
             };
         }
-        let result = write_batch(&mut conn, &pending).map_err(|e| e.to_string());
+        let result = write_batch(&mut conn, &pending, &reports).map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!(error = %e, "ledger batch write failed");
         }
@@ -282,6 +304,7 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Cmd>) {
 fn write_batch(
     conn: &mut Connection,
     pending: &HashMap<PeerId, (Totals, u64)>,
+    reports: &HashMap<PeerId, Reported>,
 ) -> rusqlite::Result<()> {
     if pending.is_empty() {
         return Ok(());
@@ -308,6 +331,7 @@ fn write_batch(
             ])?;
         }
     }
+    reported::write(&tx, reports)?;
     tx.commit()
 }
 
@@ -332,9 +356,9 @@ mod tests {
         {
             let l = Ledger::open(&path).unwrap();
             for _ in 0..1000 {
-                l.record(p, d(1, 2, 3), 50);
+                l.record(p, d(1, 2, 3), None, 50);
             }
-            l.record(PeerId([4; 32]), d(0, 10, 0), 60);
+            l.record(PeerId([4; 32]), d(0, 10, 0), None, 60);
             pseudonym = l.pseudonym(&p);
             l.close().unwrap();
         }
@@ -357,7 +381,7 @@ mod tests {
         let path = dir.path().join("l.sqlite3");
         let l = Ledger::open(&path).unwrap();
         for i in 0..200u8 {
-            l.record(PeerId([i; 32]), d(u64::from(i), 1, 0), 1);
+            l.record(PeerId([i; 32]), d(u64::from(i), 1, 0), None, 1);
         }
         l.flush().unwrap();
         let conn = Connection::open(&path).unwrap();

@@ -224,16 +224,18 @@ impl<P: Plane> Tracker<P> {
             .then(move |stats, act, _| {
                 let req = act.request(event, stats.unwrap_or_default());
                 let failed = req.failed_nids.clone();
+                let held: BTreeSet<Nid> = req.held_links.iter().map(|h| h.nid).collect();
                 let exchange = act.announcer.announce(req);
-                async move { (failed, exchange.await) }.into_actor(act)
+                async move { (failed, held, exchange.await) }.into_actor(act)
             })
-            .map(|(failed, res), act, ctx| act.answered(&failed, res, ctx));
+            .map(|(failed, held, res), act, ctx| act.answered(&failed, &held, res, ctx));
         ctx.spawn(fut);
     }
 
     fn answered(
         &mut self,
         failed: &[Nid],
+        held: &BTreeSet<Nid>,
         res: Result<AnnounceResponse, TrackerError>,
         ctx: &mut Context<Self>,
     ) {
@@ -251,7 +253,7 @@ impl<P: Plane> Tracker<P> {
                 }
                 self.torrents.announced();
                 let interval = Duration::from_secs(u64::from(resp.interval_secs).max(1));
-                self.apply(resp, ctx);
+                self.apply(resp, held, ctx);
                 Instant::now() + interval
             }
             Err(e) => {
@@ -291,19 +293,29 @@ impl<P: Plane> Tracker<P> {
     }
 
     /// Apply the tracker's view: dropped NIDs first, then the full set,
-    /// then the grants.
-    fn apply(&mut self, resp: AnnounceResponse, ctx: &mut Context<Self>) {
+    /// then the grants. A link this announce reported as held that the
+    /// tracker neither lists nor drops is waiting for the other end to
+    /// confirm it (a restarted tracker rebuilds its graph from links both
+    /// ends claim): it stays, with its circuits, until the tracker lists or
+    /// drops it. Any other unlisted neighbour goes.
+    fn apply(&mut self, resp: AnnounceResponse, held: &BTreeSet<Nid>, ctx: &mut Context<Self>) {
         for nid in &resp.dropped_nids {
             if let Some((_, a)) = self.neighbours.remove(nid) {
                 a.do_send(DropNeighbour);
             }
         }
-        let listed: BTreeMap<Nid, Neighbour> =
+        let mut listed: BTreeMap<Nid, Neighbour> =
             resp.neighbours.iter().map(|n| (n.nid, *n)).collect();
+        let mut pending = BTreeMap::new();
         self.neighbours.retain(|nid, (old, a)| {
-            let keep = listed
-                .get(nid)
-                .is_some_and(|n| n.pin == old.pin && n.addr == old.addr);
+            let keep = match listed.get(nid) {
+                Some(n) => n.pin == old.pin && n.addr == old.addr,
+                None if held.contains(nid) => {
+                    pending.insert(*nid, *old);
+                    true
+                }
+                None => false,
+            };
             if !keep {
                 a.do_send(DropNeighbour);
             }
@@ -321,6 +333,7 @@ impl<P: Plane> Tracker<P> {
                 }
             }
         }
+        listed.append(&mut pending);
         self.table.send_replace(Arc::new(listed));
         for grant in resp.circuits {
             self.originate(grant, ctx);

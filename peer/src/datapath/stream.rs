@@ -30,7 +30,7 @@ use anomos_common::crypto::CircuitSecret;
 use anomos_common::e2e::{Channel, Initiator, Responder};
 use anomos_common::onion::Peeled;
 use anomos_common::relay_crypto::{DataBody, OriginLayers};
-use anomos_common::{InfoHash, Nid};
+use anomos_common::InfoHash;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -72,12 +72,10 @@ fn send_plain(inner: &Rc<Inner>, key: CircKey, msg: &[u8]) -> Result<(), Circuit
     sent.map_err(|_| CircuitError::Broken(BreakReason::Destroyed))
 }
 
-/// The originator's set-up. `first` learns the first hop's NID early, so a
-/// failure can be reported against it.
+/// The originator's set-up.
 pub(super) async fn originate(
     inner: &Rc<Inner>,
     grant: CircuitGrant,
-    first: &mut Option<Nid>,
 ) -> Result<CircuitStream, CircuitError> {
     if grant.layer_keys.is_empty() {
         return Err(bad("no hops"));
@@ -90,7 +88,6 @@ pub(super) async fn originate(
     else {
         return Err(bad("own layer is an exit layer"));
     };
-    *first = Some(next_nid);
     let layers = OriginLayers::new(&grant.layer_keys).map_err(|_| bad("layer keys"))?;
     let mut code = [0u8; CREATE_CODE_LEN];
     code.copy_from_slice(next_code.as_bytes());

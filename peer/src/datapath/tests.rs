@@ -305,8 +305,10 @@ async fn killing_a_relay_breaks_both_ends_and_empties_the_tables() {
     assert!(origin_err.to_string().contains("link_lost"), "{origin_err}");
     assert!(exit_err.to_string().contains("link_lost"), "{exit_err}");
     wait_empty(&net).await;
+    // The originator re-announces, but its own first hop is healthy: no
+    // NID to report.
     let failed = events0.recv().await.expect("event");
-    assert_eq!(failed, DataPathEvent::CircuitFailed { nids: vec![Nid(1)] });
+    assert_eq!(failed, DataPathEvent::CircuitFailed { nids: vec![] });
     let closed = events1.recv().await.expect("event");
     assert!(
         matches!(closed, DataPathEvent::LinkClosed { nid: Nid(2), .. }),
@@ -314,6 +316,47 @@ async fn killing_a_relay_breaks_both_ends_and_empties_the_tables() {
     );
     assert_eq!(net.dps[0].inner.metrics.circuits_failed.get(), 1);
     assert_eq!(net.dps[1].links().len(), 1);
+}
+
+/// The exit is two hops from the relay that dies: it only hears a BREAK.
+/// It still reports the broken circuit (so it re-announces at once), while
+/// a circuit that ends cleanly reports nothing.
+#[actix_rt::test]
+async fn an_exit_reports_a_break_from_further_along_but_not_a_clean_end() {
+    let net = chain().await;
+    let mut exit_events = net.dps[3].events();
+    let (o, x) = open(&net).await;
+    let (or, ow) = tokio::io::split(o);
+    let (xr, xw) = tokio::io::split(x);
+    let p = pattern(3);
+    let (_, _, got_o, got_x) = tokio::join!(
+        send_all(ow, &p, 10_000),
+        send_all(xw, &p, 10_000),
+        recv_all(or, &p),
+        recv_all(xr, &p)
+    );
+    assert_eq!((got_o.expect("o"), got_x.expect("x")), (10_000, 10_000));
+    wait_empty(&net).await;
+    assert!(exit_events.try_recv().is_err(), "a clean end was reported");
+
+    let (o, x) = open(&net).await;
+    let (_or, mut ow) = tokio::io::split(o);
+    let (mut xr, _xw) = tokio::io::split(x);
+    ow.write_all(&[1u8; 10_000]).await.expect("write");
+    let mut buf = vec![0u8; 10_000];
+    xr.read_exact(&mut buf).await.expect("first bytes");
+    // Relay 1 dies: the exit keeps both of its own links.
+    for h in &net.handles[1] {
+        h.close();
+    }
+    let err = xr.read(&mut buf).await.expect_err("exit stream broken");
+    assert!(err.to_string().contains("link_lost"), "{err}");
+    let ev = tokio::time::timeout(Duration::from_secs(5), exit_events.recv()).await;
+    assert_eq!(
+        ev.expect("exit reported nothing"),
+        Some(DataPathEvent::CircuitFailed { nids: vec![] })
+    );
+    assert_eq!(net.dps[3].links().len(), 1, "the exit lost a link");
 }
 
 /// The original failure: the originator's tail is still queued at the

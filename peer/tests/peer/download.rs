@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use crate::lab::{anomos, random_file, run, same_file, Lab, Proc};
 use crate::util::http_get;
 
-const MIB: usize = 1 << 20;
+pub const MIB: usize = 1 << 20;
 /// Longest `anomos get` any test allows (debug builds on a loaded 2-core box).
-const GET_LIMIT: Duration = Duration::from_secs(600);
+pub const GET_LIMIT: Duration = Duration::from_secs(600);
 
-fn text(b: &[u8]) -> String {
+pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -45,7 +45,7 @@ fn circuit_relays(stdout: &str) -> Vec<usize> {
 }
 
 /// A number printed as `<word> N` in the summary line.
-fn summary_number(stdout: &str, word: &str) -> u64 {
+pub fn summary_number(stdout: &str, word: &str) -> u64 {
     let rest = stdout
         .split(word)
         .nth(1)
@@ -226,7 +226,7 @@ fn make_cmd(src: &Path, torrent: &Path, tracker: &str) -> tokio::process::Comman
 }
 
 /// Exit code ≠ 0, no panic, and exactly one line on stderr mentioning `what`.
-fn one_line_failure(o: &std::process::Output, what: &str) {
+pub fn one_line_failure(o: &std::process::Output, what: &str) {
     let err = text(&o.stderr);
     assert!(!o.status.success(), "succeeded: {err}");
     assert_ne!(o.status.code(), Some(101), "panicked: {err}");

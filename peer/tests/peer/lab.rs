@@ -12,10 +12,15 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use crate::util::{http_get, sample_sum, PEER_TOML};
 
+/// Log filter of lab processes: `ANOMOS_LAB_LOG`, else warnings only.
+fn lab_log() -> String {
+    std::env::var("ANOMOS_LAB_LOG").unwrap_or_else(|_| "warn".into())
+}
+
 /// The `anomos` binary of this build.
 pub fn anomos() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_anomos"));
-    c.env("RUST_LOG", "warn").kill_on_drop(true);
+    c.env("RUST_LOG", lab_log()).kill_on_drop(true);
     c
 }
 
@@ -35,7 +40,9 @@ fn tracker_bin() -> PathBuf {
 pub struct Proc {
     pub child: Child,
     pub metrics: SocketAddr,
-    _stdout: BufReader<ChildStdout>,
+    /// The link listener (peers; the API address for the tracker).
+    pub listen: Option<SocketAddr>,
+    stdout: BufReader<ChildStdout>,
 }
 
 impl Proc {
@@ -48,7 +55,7 @@ impl Proc {
             .spawn()
             .unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        let metrics = tokio::time::timeout(Duration::from_secs(60), async {
+        let (metrics, listen) = tokio::time::timeout(Duration::from_secs(60), async {
             loop {
                 let mut line = String::new();
                 if out.read_line(&mut line).await.unwrap() == 0 {
@@ -56,7 +63,9 @@ impl Proc {
                 }
                 let words: Vec<&str> = line.split_whitespace().collect();
                 if let Some(i) = words.iter().position(|w| *w == "metrics") {
-                    return words[i + 1].parse::<SocketAddr>().unwrap();
+                    let listen = words.iter().position(|w| *w == "on");
+                    let listen = listen.and_then(|j| words.get(j + 1)?.parse().ok());
+                    return (words[i + 1].parse::<SocketAddr>().unwrap(), listen);
                 }
             }
         })
@@ -65,8 +74,68 @@ impl Proc {
         Proc {
             child,
             metrics,
-            _stdout: out,
+            listen,
+            stdout: out,
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("process already reaped")
+    }
+
+    /// Send `signal` (a `kill -s` name: TERM, STOP, CONT, …).
+    pub fn signal(&self, signal: &str) {
+        let st = std::process::Command::new("kill")
+            .args(["-s", signal, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -s {signal} failed");
+    }
+
+    /// Wait (bounded) for the exit; the status and the rest of stdout.
+    pub async fn finish(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        use tokio::io::AsyncReadExt;
+        let mut rest = String::new();
+        let done = tokio::time::timeout(limit, async {
+            self.stdout.read_to_string(&mut rest).await.unwrap();
+            self.child.wait().await.unwrap()
+        })
+        .await;
+        match done {
+            Ok(status) => (status, rest),
+            Err(_) => panic!("process did not exit within {limit:?}; stdout so far: {rest}"),
+        }
+    }
+
+    /// Read stdout (bounded) until a line containing `word`; that line.
+    pub async fn line_with(&mut self, word: &str, limit: Duration) -> String {
+        let found = tokio::time::timeout(limit, async {
+            loop {
+                let mut line = String::new();
+                if self.stdout.read_line(&mut line).await.unwrap() == 0 {
+                    return None;
+                }
+                if line.contains(word) {
+                    return Some(line);
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!("stdout ended without a line containing {word:?}"),
+            Err(_) => panic!("no line containing {word:?} within {limit:?}"),
+        }
+    }
+
+    /// SIGTERM, then the exit status (bounded).
+    pub async fn stop(&mut self, limit: Duration) -> std::process::ExitStatus {
+        self.signal("TERM");
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("no exit within {limit:?} of SIGTERM"))
+            .unwrap()
     }
 
     /// Sum over all label values of `name` on its `/metrics`.
@@ -88,65 +157,62 @@ pub struct Lab {
     pub pin: String,
     pub tracker: Proc,
     pub relays: Vec<Proc>,
+    config: LabConfig,
+}
+
+/// How a lab's tracker and peers are set up.
+#[derive(Clone, Debug)]
+pub struct LabConfig {
+    /// The tracker's `--listen` address.
+    pub tracker_listen: String,
+    /// The tracker's announce interval.
+    pub interval_secs: u64,
+    /// Extra lines for the peers' config file.
+    pub peer_toml: String,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            tracker_listen: "127.0.0.1:0".into(),
+            interval_secs: 5,
+            peer_toml: String::new(),
+        }
+    }
 }
 
 impl Lab {
     /// A tracker (same-IP neighbours allowed, 5 s announces) and `relays`
     /// relay processes.
     pub async fn start(relays: usize) -> Lab {
+        Lab::start_with(relays, LabConfig::default()).await
+    }
+
+    /// A lab set up as `config` says, with `relays` relay processes.
+    pub async fn start_with(relays: usize, config: LabConfig) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let toml = dir.path().join("tracker.toml");
         std::fs::write(
-            &toml,
-            "announce_interval_secs = 5\nsession_ttl_secs = 60\n\
-             rate_per_ip = 10000.0\nburst_per_ip = 10000.0\n",
+            dir.path().join("tracker.toml"),
+            format!(
+                "announce_interval_secs = {}\nsession_ttl_secs = 60\n\
+                 rate_per_ip = 10000.0\nburst_per_ip = 10000.0\n",
+                config.interval_secs
+            ),
         )
         .unwrap();
-        std::fs::write(dir.path().join("peer.toml"), PEER_TOML).unwrap();
-        let mut cmd = Command::new(tracker_bin());
-        cmd.args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(dir.path().join("tracker"))
-            .arg("--config")
-            .arg(&toml)
-            .arg("--allow-same-ip")
-            .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut url, mut pin, mut ops) = (None, None, None);
-        tokio::time::timeout(Duration::from_secs(60), async {
-            while url.is_none() || pin.is_none() || ops.is_none() {
-                let mut line = String::new();
-                assert!(
-                    out.read_line(&mut line).await.unwrap() > 0,
-                    "tracker exited"
-                );
-                let w: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-                match w.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-                    ["anomos-tracker", "listening", "on", u] => url = Some(u.to_owned()),
-                    ["operator", "endpoints", "on", o] => ops = Some(o.to_owned()),
-                    ["tracker", "pin", p] => pin = Some(p.to_owned()),
-                    _ => {}
-                }
-            }
-        })
-        .await
-        .expect("tracker start-up lines");
-        let ops = ops.unwrap();
-        let metrics = ops.trim_start_matches("http://").parse().unwrap();
+        std::fs::write(
+            dir.path().join("peer.toml"),
+            format!("{PEER_TOML}{}", config.peer_toml),
+        )
+        .unwrap();
+        let (tracker, url, pin) = spawn_tracker(dir.path(), &config.tracker_listen).await;
         let mut lab = Lab {
             dir,
-            url: url.unwrap(),
-            pin: pin.unwrap(),
-            tracker: Proc {
-                child,
-                metrics,
-                _stdout: out,
-            },
+            url,
+            pin,
+            tracker,
             relays: Vec::new(),
+            config,
         };
         for i in 0..relays {
             let mut cmd = anomos();
@@ -154,6 +220,39 @@ impl Lab {
             lab.relays.push(Proc::spawn(cmd, "relay").await);
         }
         lab
+    }
+
+    /// SIGTERM the tracker and wait for it to exit 0; `start_tracker`
+    /// brings it back.
+    pub async fn stop_tracker(&mut self) {
+        let status = self.tracker.stop(Duration::from_secs(30)).await;
+        assert!(status.success(), "tracker exit status {status:?}");
+    }
+
+    /// Start the tracker again with the same data dir and API address
+    /// (`tracker_listen` must name a port): same URL, same pin.
+    pub async fn start_tracker(&mut self) {
+        let listen = self.config.tracker_listen.clone();
+        assert!(
+            !listen.ends_with(":0"),
+            "a restarted tracker needs a fixed port"
+        );
+        let (tracker, url, pin) = spawn_tracker(self.dir.path(), &listen).await;
+        assert_eq!((&url, &pin), (&self.url, &self.pin), "the tracker moved");
+        self.tracker = tracker;
+    }
+
+    /// The identity a peer process named `name` keeps in its data dir.
+    pub fn peer_id(&self, name: &str) -> anomos_common::PeerId {
+        use anomos_peer::identity_store::{identity_dir, load_or_create};
+        let url = anomos_peer::net::tracker_client::TrackerUrl::parse(&self.url).unwrap();
+        let dir = identity_dir(&self.dir.path().join(name), &url);
+        load_or_create(&dir, false).unwrap().peer_id()
+    }
+
+    /// The tracker's data directory.
+    pub fn tracker_dir(&self) -> PathBuf {
+        self.dir.path().join("tracker")
     }
 
     /// Options of a peer process named `name` (its own data dir).
@@ -225,6 +324,60 @@ impl Lab {
         }
         s
     }
+}
+
+/// Start `anomos-tracker` on `listen` with the lab's data dir and config;
+/// the process, its URL and its pin.
+async fn spawn_tracker(dir: &Path, listen: &str) -> (Proc, String, String) {
+    let mut cmd = Command::new(tracker_bin());
+    cmd.args(["--listen", listen, "--metrics", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.join("tracker"))
+        .arg("--config")
+        .arg(dir.join("tracker.toml"))
+        .arg("--allow-same-ip")
+        .env("RUST_LOG", lab_log())
+        .kill_on_drop(true)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut url, mut pin, mut ops) = (None, None, None);
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while url.is_none() || pin.is_none() || ops.is_none() {
+            let mut line = String::new();
+            assert!(
+                out.read_line(&mut line).await.unwrap() > 0,
+                "tracker exited"
+            );
+            let w: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            match w.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["anomos-tracker", "listening", "on", u] => url = Some(u.to_owned()),
+                ["operator", "endpoints", "on", o] => ops = Some(o.to_owned()),
+                ["tracker", "pin", p] => pin = Some(p.to_owned()),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("tracker start-up lines");
+    let ops = ops.unwrap();
+    let metrics = ops.trim_start_matches("http://").parse().unwrap();
+    let url = url.unwrap();
+    let listen = url.trim_start_matches("https://").parse().ok();
+    let tracker = Proc {
+        child,
+        metrics,
+        listen,
+        stdout: out,
+    };
+    (tracker, url, pin.unwrap())
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 /// Run a command to completion within `limit`.

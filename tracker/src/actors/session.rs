@@ -96,7 +96,9 @@ pub struct SessionActor {
 impl SessionActor {
     /// A session for `peer`.
     pub fn new(peer: PeerId, deps: Arc<SessionDeps>) -> Self {
-        let core = Session::new(peer, deps.ttl);
+        // Resume from what the ledger kept: this may be the first announce
+        // to a restarted tracker in the middle of the peer's run.
+        let core = Session::resume(peer, deps.ttl, deps.ledger.reported(&peer));
         SessionActor {
             core,
             deps,
@@ -172,7 +174,10 @@ impl Handler<Announce> for SessionActor {
     fn handle(&mut self, m: Announce, _: &mut Self::Context) -> Self::Result {
         let peer = self.core.peer();
         let update = self.core.apply(&m.input);
-        self.deps.ledger.record(peer, update.delta, m.input.now);
+        let reported = update.reported.clone();
+        self.deps
+            .ledger
+            .record(peer, update.delta, reported, m.input.now);
         let addr = m.input.addr;
         let check_due = self.verified != Some(addr) && (update.moved || self.retry.is_none());
         let totals = self.deps.ledger.totals(&peer).unwrap_or_default();

@@ -55,6 +55,11 @@ pub struct Vertex {
     pub addr: SocketAddr,
     /// The reachability check passed: only then may it get edges or relay.
     pub reachable: bool,
+    /// A neighbour reported its link to this peer failed, and the peer has
+    /// not announced since. A peer that died shows up like this first (its
+    /// session only expires after the TTL): until it speaks again it gets no
+    /// new edges and carries no new circuits, so repairs route around it.
+    pub suspect: bool,
     /// Circuits currently planned through this vertex (any position).
     pub circuits: u32,
     /// Relayed bytes per second reported by the peer, in MiB/s.
@@ -64,6 +69,12 @@ pub struct Vertex {
 }
 
 impl Vertex {
+    /// May get new edges and carry new circuits: checked reachable and not
+    /// suspected dead.
+    pub fn usable(&self) -> bool {
+        self.reachable && !self.suspect
+    }
+
     /// Load used to weight path choice: circuits plus relay rate.
     pub fn load(&self) -> f64 {
         f64::from(self.circuits) + self.relay_rate
@@ -143,8 +154,12 @@ impl NeighbourGraph {
     /// Register a peer or update its address. Returns true when a
     /// reachability check is needed (new peer, or its address changed, which
     /// also drops its links: neighbours must reconnect to the new address).
+    /// The peer announced, so it is alive: no longer suspect.
     pub fn upsert(&mut self, id: PeerId, addr: SocketAddr) -> bool {
         if let Some(&ix) = self.index.get(&id) {
+            if let Some(v) = self.g.node_weight_mut(ix) {
+                v.suspect = false;
+            }
             let same = self.g.node_weight(ix).is_some_and(|v| v.addr == addr);
             if same {
                 return !self.g.node_weight(ix).is_some_and(|v| v.reachable);
@@ -160,6 +175,7 @@ impl NeighbourGraph {
             id,
             addr,
             reachable: false,
+            suspect: false,
             circuits: 0,
             relay_rate: 0.0,
             nids: BTreeMap::new(),
@@ -205,7 +221,8 @@ impl NeighbourGraph {
     }
 
     /// The peer reports these NIDs as failed: drop the edges at both ends;
-    /// the other ends learn through `dropped`.
+    /// the other ends learn through `dropped` and become suspect until they
+    /// announce (a dead peer never does, and must not be handed out again).
     pub fn fail_links(&mut self, id: PeerId, nids: &[Nid]) {
         let Some(&ix) = self.index.get(&id) else {
             return;
@@ -216,7 +233,14 @@ impl NeighbourGraph {
                 .node_weight(ix)
                 .and_then(|v| v.nids.get(nid).copied());
             if let Some(e) = edge {
+                let other = self
+                    .g
+                    .edge_endpoints(e)
+                    .map(|(a, b)| if a == ix { b } else { a });
                 self.drop_edge(e, Some(ix));
+                if let Some(v) = other.and_then(|o| self.g.node_weight_mut(o)) {
+                    v.suspect = true;
+                }
             }
         }
     }
@@ -314,7 +338,7 @@ impl NeighbourGraph {
         let Some(&ix) = self.index.get(&id) else {
             return added;
         };
-        if !self.g.node_weight(ix).is_some_and(|v| v.reachable) {
+        if !self.g.node_weight(ix).is_some_and(Vertex::usable) {
             return added;
         }
         let want = self
@@ -370,7 +394,7 @@ impl NeighbourGraph {
                     w != x
                         && self.g.find_edge(x, w).is_none()
                         && self.ip_ok(x, w)
-                        && self.g.node_weight(w).is_some_and(|v| v.reachable)
+                        && self.g.node_weight(w).is_some_and(Vertex::usable)
                 });
                 ok.then(|| (self.g.edge_weight(e).map_or(0, |l| l.circuits), e, y, z))
             })
@@ -542,7 +566,7 @@ impl NeighbourGraph {
         let Some(vb) = self.g.node_weight(b) else {
             return false;
         };
-        vb.reachable
+        vb.usable()
             && vb.degree() + self.claim_count(vb.id) < self.cfg.max_degree
             && self.g.find_edge(a, b).is_none()
             && self.ip_ok(a, b)

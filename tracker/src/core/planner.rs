@@ -11,7 +11,8 @@
 //!   peers get proportionally less new traffic, with BFS-distance pruning
 //!   towards the destination and a bounded number of expansions, so a search
 //!   that cannot succeed ends quickly instead of exploring the whole graph;
-//! * a path never repeats a vertex, uses only reachability-checked relays and,
+//! * a path never repeats a vertex, uses only reachability-checked relays
+//!   that no neighbour reported dead since they last announced and,
 //!   unless same-IP is allowed, never holds two peers with the same IP.
 //!
 //! Building the tracking code itself (public-key work) happens in the
@@ -78,7 +79,12 @@ pub fn plan<R: Rng + ?Sized>(
     servers: &[PeerId],
     wanted: usize,
 ) -> Vec<PlannedPath> {
-    let mut dests: Vec<PeerId> = servers.iter().copied().filter(|d| *d != origin).collect();
+    let usable = |d: &PeerId| g.vertex(*d).is_some_and(|v| v.usable());
+    let mut dests: Vec<PeerId> = servers
+        .iter()
+        .copied()
+        .filter(|d| *d != origin && usable(d))
+        .collect();
     dests.shuffle(rng);
     let mut out = Vec::new();
     for d in dests {
@@ -131,7 +137,7 @@ pub fn find_path<R: Rng + ?Sized>(
     Some(PlannedPath { hops: path, nids })
 }
 
-/// Hop distances to `dest` through reachable relays (the originator is not
+/// Hop distances to `dest` through usable relays (the originator is not
 /// a relay), bounded by `limit` edges.
 fn distances_to(
     g: &NeighbourGraph,
@@ -147,7 +153,7 @@ fn distances_to(
             continue;
         }
         for (u, _) in g.adjacent(v) {
-            if u == origin || dist.contains_key(&u) || !g.vertex(u).is_some_and(|x| x.reachable) {
+            if u == origin || dist.contains_key(&u) || !g.vertex(u).is_some_and(|x| x.usable()) {
                 continue;
             }
             dist.insert(u, dv + 1);
@@ -196,7 +202,7 @@ impl Search<'_> {
             .filter_map(|(u, _)| {
                 let v = self.g.vertex(u)?;
                 let ip = v.addr.ip();
-                let ok = v.reachable && ips.iter().all(|p| self.g.ips_compatible(*p, ip));
+                let ok = v.usable() && ips.iter().all(|p| self.g.ips_compatible(*p, ip));
                 ok.then(|| (u, ip, 1.0 / (1.0 + v.load())))
             })
             .collect();

@@ -2,12 +2,18 @@
 //!
 //! A session lives from a peer's first accepted announce until it stops
 //! announcing for `ttl` seconds (or says `stopped` for everything). It keeps
-//! the counters the peer last reported so the ledger can be fed *deltas*:
-//! announce counters are cumulative per peer run, and a counter that goes
-//! down means the peer restarted, so the new value is taken as the delta
-//! from a fresh base of zero.
+//! the counters the peer last reported ([`Reported`]) so the ledger can be
+//! fed *deltas*: announce counters are cumulative per peer run. A run
+//! starts with the `started` event (counters from zero); a counter that
+//! goes down anyway means the peer restarted unannounced, and the new value
+//! is taken as the delta from zero.
+//!
+//! The last reported counters outlive the session: the ledger stores them,
+//! and a session that begins with a heartbeat — the tracker restarted, or
+//! the peer was silent past the TTL — resumes from them
+//! ([`Session::resume`]), so nothing the peer reported is counted twice.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use anomos_common::{InfoHash, PeerId};
@@ -40,6 +46,18 @@ pub struct AnnounceInput {
     pub torrents: Vec<TorrentReport>,
     /// Cumulative relayed bytes this run.
     pub relayed: u64,
+    /// The peer's run just started (event `started`): counters from zero.
+    pub fresh_run: bool,
+}
+
+/// The cumulative counters a peer last reported in its current run: where
+/// the next announce's deltas start from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reported {
+    /// Relayed bytes.
+    pub relayed: u64,
+    /// Per torrent: uploaded and downloaded bytes.
+    pub torrents: BTreeMap<InfoHash, (u64, u64)>,
 }
 
 /// Byte deltas for the ratio ledger.
@@ -66,12 +84,8 @@ pub struct SessionUpdate {
     pub left: Vec<InfoHash>,
     /// The address or onion key changed (or this is the first announce).
     pub moved: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct TorrentCounters {
-    uploaded: u64,
-    downloaded: u64,
+    /// The counters to remember for the next session, when they changed.
+    pub reported: Option<Reported>,
 }
 
 /// One registered peer.
@@ -80,8 +94,7 @@ pub struct Session {
     peer: PeerId,
     addr: Option<SocketAddr>,
     onion_public: [u8; 32],
-    torrents: HashMap<InfoHash, TorrentCounters>,
-    relayed: u64,
+    reported: Reported,
     last_seen: u64,
     ttl: u64,
 }
@@ -98,12 +111,17 @@ fn delta(old: u64, new: u64) -> u64 {
 impl Session {
     /// A fresh session, expiring `ttl` seconds after the last announce.
     pub fn new(peer: PeerId, ttl: u64) -> Self {
+        Session::resume(peer, ttl, Reported::default())
+    }
+
+    /// A session for a peer whose run may have begun before it: its next
+    /// heartbeat's deltas start from `reported` (what the ledger kept).
+    pub fn resume(peer: PeerId, ttl: u64, reported: Reported) -> Self {
         Session {
             peer,
             addr: None,
             onion_public: [0; 32],
-            torrents: HashMap::new(),
-            relayed: 0,
+            reported,
             last_seen: 0,
             ttl,
         }
@@ -119,9 +137,9 @@ impl Session {
         self.last_seen.saturating_add(self.ttl)
     }
 
-    /// Torrents the peer is in.
+    /// Torrents the peer is in (or was in when it last reported).
     pub fn torrents(&self) -> impl Iterator<Item = &InfoHash> {
-        self.torrents.keys()
+        self.reported.torrents.keys()
     }
 
     /// Apply one accepted announce.
@@ -131,44 +149,44 @@ impl Session {
             ..Default::default()
         };
         let first = self.addr.is_none();
+        let before = std::mem::take(&mut self.reported);
+        let base = if a.fresh_run {
+            Reported::default()
+        } else {
+            before.clone()
+        };
         let elapsed = a.now.saturating_sub(self.last_seen);
-        let relayed = delta(self.relayed, a.relayed);
+        let relayed = delta(base.relayed, a.relayed);
         up.delta.relayed = relayed;
         if !first && elapsed > 0 {
             up.relay_rate = relayed as f64 / elapsed as f64 / (1024.0 * 1024.0);
         }
+        let mut now = Reported {
+            relayed: a.relayed,
+            // Torrents the peer did not mention keep their base.
+            torrents: base.torrents.clone(),
+        };
         for t in &a.torrents {
-            let old = self
-                .torrents
-                .get(&t.infohash)
-                .copied()
-                .unwrap_or(TorrentCounters {
-                    uploaded: 0,
-                    downloaded: 0,
-                });
-            up.delta.uploaded = up
-                .delta
-                .uploaded
-                .saturating_add(delta(old.uploaded, t.uploaded));
+            let (old_up, old_down) = base.torrents.get(&t.infohash).copied().unwrap_or((0, 0));
+            up.delta.uploaded = up.delta.uploaded.saturating_add(delta(old_up, t.uploaded));
             up.delta.downloaded = up
                 .delta
                 .downloaded
-                .saturating_add(delta(old.downloaded, t.downloaded));
+                .saturating_add(delta(old_down, t.downloaded));
             if t.stopped {
-                self.torrents.remove(&t.infohash);
+                now.torrents.remove(&t.infohash);
                 up.left.push(t.infohash);
             } else {
-                let c = TorrentCounters {
-                    uploaded: t.uploaded,
-                    downloaded: t.downloaded,
-                };
-                self.torrents.insert(t.infohash, c);
+                now.torrents.insert(t.infohash, (t.uploaded, t.downloaded));
                 up.active.push((t.infohash, t.can_serve));
             }
         }
+        if now != before {
+            up.reported = Some(now.clone());
+        }
+        self.reported = now;
         self.addr = Some(a.addr);
         self.onion_public = a.onion_public;
-        self.relayed = a.relayed;
         self.last_seen = a.now;
         up
     }
@@ -191,6 +209,7 @@ mod tests {
                 downloaded: down,
             }],
             relayed,
+            fresh_run: false,
         }
     }
 
@@ -245,5 +264,47 @@ mod tests {
         let u = s.apply(&i);
         assert_eq!(u.left, vec![InfoHash([9; 32])]);
         assert_eq!(s.torrents().count(), 0);
+    }
+
+    /// The tracker restarted (or the session expired) in the middle of a
+    /// peer's run: the new session resumes from the counters the ledger
+    /// kept, so the first heartbeat adds only what is new. A `started`
+    /// announce begins a run: its counters count in full.
+    #[test]
+    fn a_resumed_session_counts_nothing_twice() {
+        let mut s = Session::new(PeerId([1; 32]), 300);
+        let u = s.apply(&input(100, 10, 20, 30));
+        let kept = u.reported.expect("first counters are remembered");
+        assert_eq!(kept.relayed, 30);
+        assert_eq!(kept.torrents[&InfoHash([9; 32])], (10, 20));
+        // Nothing changed: nothing to store.
+        assert_eq!(s.apply(&input(101, 10, 20, 30)).reported, None);
+
+        let mut resumed = Session::resume(PeerId([1; 32]), 300, kept.clone());
+        let u = resumed.apply(&input(200, 15, 20, 40));
+        assert_eq!(
+            u.delta,
+            LedgerDelta {
+                uploaded: 5,
+                downloaded: 0,
+                relayed: 10
+            }
+        );
+        // Without the kept counters the same heartbeat would count 75 bytes
+        // that the ledger already holds.
+        let mut blank = Session::new(PeerId([1; 32]), 300);
+        assert_eq!(blank.apply(&input(200, 15, 20, 40)).delta.relayed, 40);
+
+        let mut restarted = Session::resume(PeerId([1; 32]), 300, kept);
+        let mut fresh = input(300, 15, 20, 40);
+        fresh.fresh_run = true;
+        assert_eq!(
+            restarted.apply(&fresh).delta,
+            LedgerDelta {
+                uploaded: 15,
+                downloaded: 20,
+                relayed: 40
+            }
+        );
     }
 }

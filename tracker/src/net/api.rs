@@ -262,6 +262,7 @@ fn to_message(now: u64, addr: SocketAddr, a: AnnounceRequest) -> Announce {
             onion_public: a.onion_public,
             torrents,
             relayed: a.relayed_bytes,
+            fresh_run: a.event == PeerEvent::Started,
         },
         failed_nids: a.failed_nids,
         held_links: a.held_links.iter().map(|h| (h.nid, h.peer)).collect(),

@@ -118,3 +118,45 @@ async fn stop_breaks_circuits_before_announcing_stopped_then_ends() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(ann.seen.borrow().len(), n);
 }
+
+/// After a tracker restart the first answers list none of the links a peer
+/// holds (the other ends have not confirmed them yet). Held links stay,
+/// circuits and all, until the tracker lists or drops them; an unlisted
+/// neighbour whose link is not up goes at once.
+#[actix::test]
+async fn held_links_wait_for_the_tracker_to_confirm_or_drop_them() {
+    let (plane, ann) = setup();
+    let addr = "127.0.0.1:9".parse().unwrap();
+    let mut r = idle_response();
+    r.neighbours = vec![
+        entry(1, addr, Pin([1; 32]), false),
+        entry(2, addr, Pin([2; 32]), false),
+        entry(3, addr, Pin([3; 32]), false),
+    ];
+    ann.replies.borrow_mut().push_back(Ok(r));
+    // The tracker restarted: nothing listed, nothing dropped.
+    ann.replies.borrow_mut().push_back(Ok(idle_response()));
+    // It drops 1; 2 is confirmed again.
+    let mut r = idle_response();
+    r.neighbours = vec![entry(2, addr, Pin([2; 32]), false)];
+    r.dropped_nids = vec![Nid(1)];
+    ann.replies.borrow_mut().push_back(Ok(r));
+    // Links 1 and 2 are up; 3 never came up.
+    plane.log.borrow_mut().links = vec![
+        (Nid(1), anomos_common::PeerId([1; 32])),
+        (Nid(2), anomos_common::PeerId([2; 32])),
+    ];
+    let (tracker, _relay, table) = tracker_and_relay(&plane, &ann);
+    let nids = |t: &tokio::sync::watch::Receiver<crate::net::NeighbourTable>| {
+        t.borrow().keys().copied().collect::<Vec<Nid>>()
+    };
+    let three = eventually(Duration::from_secs(1), || table.borrow().len() == 3).await;
+    assert!(three, "neighbour table not published");
+    tracker.send(UnknownNidSeen { nid: Nid(9) }).await.unwrap();
+    assert!(announces(&ann, 2, Duration::from_secs(1)).await);
+    let kept = eventually(Duration::from_secs(1), || nids(&table) == [Nid(1), Nid(2)]).await;
+    assert!(kept, "held links not kept: {:?}", nids(&table));
+    tracker.send(UnknownNidSeen { nid: Nid(9) }).await.unwrap();
+    let one = eventually(Duration::from_secs(1), || nids(&table) == [Nid(2)]).await;
+    assert!(one, "a dropped NID is still listed: {:?}", nids(&table));
+}

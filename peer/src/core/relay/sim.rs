@@ -202,6 +202,11 @@ impl Net {
         self.edges.remove(&(a, b, nid));
         for v in [a, b] {
             let id = self.peers[v].id;
+            // As the Graph actor does: the announce shows its sender alive
+            // before its failed NIDs make the other end suspect.
+            if let Some(addr) = self.graph.vertex(id).map(|x| x.addr) {
+                self.graph.upsert(id, addr);
+            }
             self.graph.fail_links(id, &[Nid(nid)]);
         }
         for v in [a, b] {

@@ -217,19 +217,32 @@ impl SwarmCore {
             }
         } else {
             self.wasted += len;
+            // A conn banned already explains the failure (its blocks were
+            // in the piece before it was found out): nobody else is blamed.
+            let explained = contributors.iter().any(|id| self.banned.contains(id));
             let sole = contributors.len() == 1;
-            for id in contributors {
+            for id in contributors.into_iter().filter(|_| !explained) {
                 let strikes = self.conns.get_mut(&id).map(|c| {
                     c.strikes += 1;
                     c.strikes
                 });
                 if sole || strikes.is_some_and(|s| s >= self.cfg.strikes_to_ban) {
-                    self.banned.insert(id);
-                    self.close(now, id, reason::BAD_PIECE);
+                    self.ban(now, id);
                 }
             }
         }
         self.fill_all(now);
+    }
+
+    /// Ban `id` for bad pieces: close it, and drop every block it gave to
+    /// pieces still being assembled.
+    fn ban(&mut self, now: Instant, id: ConnId) {
+        self.banned.insert(id);
+        for (piece, block) in self.picker.untrust(id) {
+            let len = self.layout.block(piece, block).map_or(0, |(_, len)| len);
+            self.wasted += u64::from(len);
+        }
+        self.close(now, id, reason::BAD_PIECE);
     }
 
     /// Cancel requests unanswered for `request_timeout`; the conn loses

@@ -149,6 +149,28 @@ impl Picker {
         }
     }
 
+    /// `id` was banned: nothing it sent can be trusted. Every piece in
+    /// flight it contributed to starts over (the others' blocks in it too:
+    /// blocks do not remember their source); returns the `(piece, block)`s
+    /// dropped. Without this, an honest conn adopting such a piece would
+    /// complete it with the banned conn's blocks and take the blame.
+    pub fn untrust(&mut self, id: ConnId) -> Vec<(u32, u32)> {
+        let mut dropped = Vec::new();
+        for (&piece, f) in self.in_flight.iter_mut() {
+            if !f.contributors.remove(&id) {
+                continue;
+            }
+            for (i, b) in f.blocks.iter_mut().enumerate() {
+                if std::mem::take(&mut b.done) {
+                    dropped.extend(u32::try_from(i).ok().map(|i| (piece, i)));
+                }
+            }
+            f.done = 0;
+            f.contributors.clear();
+        }
+        dropped
+    }
+
     /// `id` gives up the pieces it owns; any conn may adopt them.
     pub fn orphan(&mut self, id: ConnId) {
         for f in self.in_flight.values_mut() {

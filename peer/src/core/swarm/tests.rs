@@ -384,4 +384,5 @@ fn keepalive_and_idle() {
     assert_eq!(closed(&drain(&mut c)), vec![(A, reason::IDLE_TIMEOUT)]);
 }
 
+mod bans;
 mod upload;

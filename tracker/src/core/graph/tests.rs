@@ -48,10 +48,11 @@ fn assert_refilled(g: &mut NeighbourGraph, rng: &mut StdRng) {
     for id in &ids {
         let v = g.vertex(*id).unwrap().clone();
         assert!(v.degree() <= cfg.max_degree);
-        if v.degree() < cfg.min_degree {
+        // A suspect is refilled when it next announces.
+        if v.degree() < cfg.min_degree && !v.suspect {
             let open = g.peers().any(|o| {
                 o.id != *id
-                    && o.reachable
+                    && o.usable()
                     && o.degree() < cfg.max_degree
                     && g.nid_between(*id, o.id).is_none()
                     && g.ips_compatible(o.addr.ip(), v.addr.ip())
@@ -131,6 +132,38 @@ fn failed_nid_drops_both_ends_and_other_end_is_told() {
     assert_views_agree(&g);
 }
 
+/// A peer that died is reported by its neighbours one link at a time; it
+/// has the lowest degree left, so without suspicion every refill would pick
+/// it again. It gets nothing until it announces itself.
+#[test]
+fn a_peer_reported_dead_gets_no_edges_until_it_announces() {
+    let mut g = NeighbourGraph::new(GraphConfig::default());
+    let mut rng = StdRng::seed_from_u64(8);
+    for i in 0..10 {
+        join(&mut g, &mut rng, i, i as u8);
+    }
+    let dead = pid(9);
+    for n in g.neighbours(dead) {
+        g.fail_links(n.peer, &[n.nid]);
+        g.refill(n.peer, &mut rng);
+        assert!(g.vertex(dead).unwrap().suspect);
+    }
+    assert_eq!(g.vertex(dead).unwrap().degree(), 0);
+    for i in 0..9 {
+        g.refill(pid(i), &mut rng);
+    }
+    g.refill(dead, &mut rng);
+    assert_eq!(g.vertex(dead).unwrap().degree(), 0, "a suspect got edges");
+    assert_views_agree(&g);
+    // It announces: alive, usable, refilled like anyone.
+    g.upsert(dead, addr(9, 9));
+    assert!(g.vertex(dead).unwrap().usable());
+    g.refill(dead, &mut rng);
+    assert!(g.vertex(dead).unwrap().degree() > 0);
+    // The reporter itself is not suspected.
+    assert!(g.peers().filter(|v| v.id != dead).all(|v| !v.suspect));
+}
+
 #[test]
 fn quarantined_nid_is_not_reused_before_the_peer_is_told() {
     let cfg = GraphConfig {
@@ -145,6 +178,7 @@ fn quarantined_nid_is_not_reused_before_the_peer_is_told() {
     let nid = g.nid_between(pid(0), pid(1)).unwrap();
     g.fail_links(pid(1), &[nid]);
     join(&mut g, &mut rng, 2, 2);
+    g.upsert(pid(0), addr(0, 0)); // 0 announces: alive after all
     g.refill(pid(0), &mut rng);
     let fresh = g.nid_between(pid(0), pid(2)).unwrap();
     assert_ne!(fresh, nid, "NID reused while still pending in dropped");
@@ -228,6 +262,9 @@ proptest! {
                 }
                 Op::Leave(i) => g.remove(pid(i)),
                 Op::Announce(i) => {
+                    if let Some(a) = g.vertex(pid(i)).map(|v| v.addr) {
+                        g.upsert(pid(i), a);
+                    }
                     let held: Vec<(Nid, PeerId)> =
                         g.neighbours(pid(i)).iter().map(|n| (n.nid, n.peer)).collect();
                     g.fail_links(pid(i), &[]);

@@ -41,7 +41,7 @@ fn assert_valid(g: &NeighbourGraph, p: &PlannedPath, cfg: &PlanConfig) {
         .collect();
     assert_eq!(ips.len(), p.hops.len(), "two hops share an IP");
     for r in &p.hops[1..p.hops.len() - 1] {
-        assert!(g.vertex(*r).unwrap().reachable);
+        assert!(g.vertex(*r).unwrap().usable());
     }
 }
 
@@ -85,6 +85,32 @@ fn several_circuits_go_to_distinct_destinations() {
     assert_eq!(ps.len(), 5);
     let d: HashSet<PeerId> = ps.iter().map(|p| *p.hops.last().unwrap()).collect();
     assert_eq!(d.len(), 5);
+}
+
+/// A relay or source a neighbour reported dead carries no new circuit
+/// until it announces again.
+#[test]
+fn suspect_peers_carry_no_circuits() {
+    let mut rng = StdRng::seed_from_u64(15);
+    let mut g = graph(30, 30, &mut rng);
+    let cfg = PlanConfig::default();
+    let dead = pid(7);
+    for n in g.neighbours(dead) {
+        g.fail_links(n.peer, &[n.nid]);
+        g.refill(n.peer, &mut rng);
+    }
+    let servers: Vec<PeerId> = (1..30).map(pid).collect();
+    for _ in 0..200 {
+        for p in plan(&g, &mut rng, &cfg, pid(0), &servers, 3) {
+            assert_valid(&g, &p, &cfg);
+            assert!(!p.hops.contains(&dead), "path through a suspect");
+        }
+    }
+    let a = g.vertex(dead).unwrap().addr;
+    g.upsert(dead, a);
+    g.refill(dead, &mut rng);
+    let to_it = (0..200).any(|_| plan(&g, &mut rng, &cfg, pid(0), &[dead], 1).len() == 1);
+    assert!(to_it, "no circuit to the peer once it announced");
 }
 
 #[test]
