@@ -1,7 +1,9 @@
 //! anomos-loadtest: drives Anomos components hard and reports their figures.
 //!
 //! Each mode is one module (`tracker_only`: the tracker's HTTPS announce
-//! service alone, with simulated peers). The pieces modes share live beside
+//! service alone, with simulated peers; `circuit`: the peer network layer
+//! between two endpoints; `network`: a whole network with real downloads,
+//! in one process, in processes or in network namespaces). The pieces modes share live beside
 //! them: the keep-alive HTTPS client ([`client`]), the latency histogram
 //! ([`histogram`]), `/proc` readings ([`procstat`]), simulated peers
 //! ([`sim`]), a child tracker ([`spawn`]) and JSON reports ([`report`]).
@@ -15,6 +17,7 @@
 pub mod circuit;
 pub mod client;
 pub mod histogram;
+pub mod network;
 pub mod procstat;
 pub mod report;
 pub mod sim;

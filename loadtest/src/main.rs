@@ -35,6 +35,16 @@ enum Mode {
     /// two endpoint processes; plain TLS vs circuit throughput, circuit
     /// set-up latency, and relay memory per idle circuit.
     Circuit(loadtest::circuit::CircuitArgs),
+    /// A whole network with real downloads: tracker, relays, seeders and
+    /// downloaders in one process (--mode inproc), as processes on
+    /// 127.0.0.1 (procs) or each peer in its own network namespace
+    /// (netns); circuits, set-up latency, throughput, relay bytes, tracker
+    /// announce and plan figures, CPU and memory by role.
+    ///
+    /// Exits 0 when every download completed intact, 1 when not (the
+    /// report is still printed and written), 77 when --mode netns may not
+    /// create namespaces here (skipped).
+    Network(loadtest::network::NetworkArgs),
     /// One end of a `circuit` run (started by it; not for direct use).
     #[command(hide = true)]
     CircuitEndpoint(loadtest::circuit::endpoint::EndpointArgs),
@@ -107,7 +117,44 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Mode::CircuitEndpoint(a) => loadtest::circuit::endpoint::main(a),
+        Mode::Network(a) => network_main(&a),
     }
+}
+
+/// Exit status of a `network --mode netns` run that could not create
+/// namespaces (the automake convention for a skipped test).
+const EXIT_SKIPPED: i32 = 77;
+
+fn network_main(a: &loadtest::network::NetworkArgs) -> anyhow::Result<()> {
+    let report = match loadtest::network::run(a) {
+        Ok(r) => r,
+        Err(e) if e.is::<loadtest::network::Skipped>() => {
+            eprintln!("anomos-loadtest: {e}");
+            if let Some(path) = &a.json {
+                let skipped = serde_json::json!({
+                    "mode": "network",
+                    "network": a.mode.as_str(),
+                    "skipped": e.to_string(),
+                });
+                loadtest::report::write_json(path, &skipped)?;
+            }
+            std::process::exit(EXIT_SKIPPED);
+        }
+        Err(e) => return Err(e),
+    };
+    print!("{}", report.text());
+    if let Some(path) = &a.json {
+        loadtest::report::write_json(path, &report)?;
+        println!("report written to {}", path.display());
+    }
+    if report.intact < report.downloaders {
+        eprintln!(
+            "anomos-loadtest: {} of {} downloads completed intact",
+            report.intact, report.downloaders
+        );
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn tracker_only_main(a: TrackerOnlyArgs) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@
 //! the [`SpawnedTracker`] is stopped, and killed if it is merely dropped.
 
 use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -47,18 +47,39 @@ impl SpawnedTracker {
     /// Start `bin` with `extra_toml` appended to the base config (loopback,
     /// ephemeral ports, the temp data dir).
     pub fn start(bin: &Path, extra_toml: &str) -> anyhow::Result<Self> {
+        Self::start_on(bin, extra_toml, IpAddr::from([127, 0, 0, 1]), &[])
+    }
+
+    /// [`SpawnedTracker::start`] with both listeners on `host`, the program
+    /// run through `wrapper` (e.g. `ip netns exec NAME`, which execs in
+    /// place, so the pid is still the tracker's) when it is not empty.
+    pub fn start_on(
+        bin: &Path,
+        extra_toml: &str,
+        host: IpAddr,
+        wrapper: &[String],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("anomos-loadtest-")
             .tempdir()?;
         let data = dir.path().join("data");
         let config = dir.path().join("tracker.toml");
+        let bind = SocketAddr::new(host, 0);
         let toml = format!(
-            "listen = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\ndata_dir = {:?}\n{extra_toml}",
+            "listen = \"{bind}\"\nmetrics = \"{bind}\"\ndata_dir = {:?}\n{extra_toml}",
             data.display().to_string()
         );
         std::fs::write(&config, toml)?;
         let log = dir.path().join("tracker.log");
-        let mut child = Command::new(bin)
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .arg("--config")
             .arg(&config)
             .env(

@@ -1,5 +1,6 @@
 //! The load tester's end-to-end runs, one test binary: a tiny
-//! `tracker-only` run here, a tiny `circuit` run in `circuit`.
+//! `tracker-only` run here, a tiny `circuit` run in `circuit`, tiny
+//! `network` runs (in-process, processes, namespaces) in `network`.
 //!
 //! A tiny `tracker-only` run end to end: the real `anomos-loadtest` binary
 //! spawns the real `anomos-tracker` on 127.0.0.1, registers 50 peers and
@@ -15,6 +16,8 @@ use std::process::Command;
 
 #[path = "loadtest/circuit.rs"]
 mod circuit;
+#[path = "loadtest/network.rs"]
+mod network;
 
 /// `target/<profile>/NAME` of package `package`, built on demand: `cargo
 /// test --workspace` builds both binaries, `cargo test -p loadtest` alone

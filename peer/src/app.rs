@@ -239,8 +239,12 @@ fn done_bytes(meta: &Metainfo, s: &SwarmStatus) -> u64 {
         .min(meta.total_length())
 }
 
-/// Start the peer and the torrent's Swarm actor.
-async fn start(
+/// Start the peer and the torrent's Swarm actor on data already checked
+/// (`have`), with no display: what `seed` and `get` run once the data is
+/// checked, and what a host of many peers in one process (the load tester)
+/// runs per peer. Must run inside an actix system; keep the returned
+/// address as long as the torrent should run.
+pub async fn start(
     meta: Metainfo,
     storage: Storage,
     have: anomos_common::piece::Bitfield,

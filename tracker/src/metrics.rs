@@ -72,6 +72,10 @@ pub struct Metrics {
     pub path_relays: Histogram,
     /// `anomos_tracker_plan_seconds`: time to plan one announce's circuits.
     pub plan_seconds: Histogram,
+    /// `anomos_tracker_announce_seconds`: time the HTTPS handler took to
+    /// answer one accepted announce (body read to response built), so load
+    /// tests of whole networks read the tracker's latency from the tracker.
+    pub announce_seconds: Histogram,
 }
 
 impl Metrics {
@@ -96,11 +100,19 @@ impl Metrics {
             )
             .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
         )?;
+        let announce_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "anomos_tracker_announce_seconds",
+                "Time to answer one accepted announce",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
+        )?;
         registry.register(Box::new(peers.clone()))?;
         registry.register(Box::new(announces.clone()))?;
         registry.register(Box::new(circuits_planned.clone()))?;
         registry.register(Box::new(path_relays.clone()))?;
         registry.register(Box::new(plan_seconds.clone()))?;
+        registry.register(Box::new(announce_seconds.clone()))?;
         for r in AnnounceResult::ALL {
             announces.with_label_values(&[r.as_str()]);
         }
@@ -111,6 +123,7 @@ impl Metrics {
             circuits_planned,
             path_relays,
             plan_seconds,
+            announce_seconds,
         })
     }
 
@@ -151,6 +164,7 @@ mod tests {
         let text = a.render();
         assert!(text.contains("anomos_tracker_announces_total{result=\"stale\"} 1"));
         assert!(text.contains("anomos_tracker_plan_seconds_bucket"));
+        assert!(text.contains("anomos_tracker_announce_seconds_count 0"));
         assert!(text.contains("anomos_tracker_peers 0"));
     }
 }

@@ -83,9 +83,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn announce(req: HttpRequest, body: web::Payload, st: web::Data<ApiState>) -> HttpResponse {
+    let started = Instant::now();
     match handle(&req, body, &st).await {
         Ok(bytes) => {
             st.metrics.announce(AnnounceResult::Ok);
+            st.metrics
+                .announce_seconds
+                .observe(started.elapsed().as_secs_f64());
             HttpResponse::Ok().content_type(CONTENT_TYPE).body(bytes)
         }
         Err(Reject(code, result, message)) => {
