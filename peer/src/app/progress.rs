@@ -73,11 +73,16 @@ impl Display {
 
     fn line(&self, done: u64, note: &str) -> String {
         let secs = self.start.elapsed().as_secs_f64().max(1e-3);
-        let pct = if self.total == 0 {
-            100.0
-        } else {
-            done as f64 * 100.0 / self.total as f64
-        };
+        if self.total == 0 {
+            // An open-ended count (a seed's uploads): no percentage.
+            return format!(
+                "{}: {}, {}/s {note}",
+                self.what,
+                human_bytes(done),
+                human_bytes((done as f64 / secs) as u64),
+            );
+        }
+        let pct = done as f64 * 100.0 / self.total as f64;
         format!(
             "{}: {pct:5.1} % of {}, {}/s {note}",
             self.what,
@@ -136,6 +141,23 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(64 << 20), "64.0 MiB");
         assert_eq!(human_bytes(3 << 40), "3.0 TiB");
+    }
+
+    #[test]
+    fn lines_show_a_percentage_only_when_there_is_a_total() {
+        let d = Display::new("downloading", 200);
+        assert!(
+            d.line(50, "x")
+                .starts_with("downloading:  25.0 % of 200 B, "),
+            "{}",
+            d.line(50, "x")
+        );
+        let d = Display::new("uploaded", 0);
+        assert!(
+            d.line(2048, "x").starts_with("uploaded: 2.0 KiB, "),
+            "{}",
+            d.line(2048, "x")
+        );
     }
 
     #[test]
