@@ -2,10 +2,14 @@
 //!
 //! The reader reads at least `READ_CHUNK` bytes at a time into a
 //! `CellReader` and hands every whole cell of the read to the core in one
-//! call. The writer swaps the link's outbound buffer for an empty one and
-//! writes it with one `write_all`, so cells leave in large writes (a socket
-//! pump does ~115 MB/s with 512-byte writes, ~3 GB/s with 256 KiB ones).
-//! Keep-alive PADDING and the idle timeout come from [`LinkCore`].
+//! call (the core takes runs of a circuit's cells in one step). The writer
+//! swaps the link's outbound buffer for an empty one and writes it with one
+//! `write_all`, so cells leave in large writes (a socket pump does ~115 MB/s
+//! with 512-byte writes, ~3 GB/s with 256 KiB ones); TLS cuts them into
+//! 16 KiB records, which the link's buffered socket (`link::link_socket`)
+//! gathers again into sends of up to 64 KiB before the flush at the end of
+//! the batch. Keep-alive PADDING and the idle timeout come from
+//! [`LinkCore`].
 
 use super::{DataPathEvent, Inner};
 use crate::core::link::{LinkCore, LinkTimer};
@@ -156,10 +160,10 @@ async fn reader<R: AsyncRead + Unpin>(
             Err(_) => return io.close("io_error"),
             Ok(n) => cells.commit(n),
         }
-        io.timers.borrow_mut().on_rx(Instant::now());
+        let now = Instant::now();
+        io.timers.borrow_mut().on_rx(now);
         let whole = cells.whole_cells();
         if whole > 0 {
-            let now = Instant::now();
             inner
                 .core
                 .borrow_mut()
