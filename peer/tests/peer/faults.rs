@@ -26,6 +26,9 @@ mod memory;
 #[path = "faults/wire.rs"]
 mod wire;
 
+#[path = "faults/disk.rs"]
+mod disk;
+
 #[path = "faults/relay_death.rs"]
 mod relay_death;
 
