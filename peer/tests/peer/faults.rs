@@ -29,6 +29,12 @@ mod wire;
 #[path = "faults/disk.rs"]
 mod disk;
 
+#[path = "faults/attacker.rs"]
+mod attacker;
+
+#[path = "faults/hostile_peer.rs"]
+mod hostile_peer;
+
 #[path = "faults/relay_death.rs"]
 mod relay_death;
 
