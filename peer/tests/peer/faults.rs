@@ -35,6 +35,9 @@ mod attacker;
 #[path = "faults/hostile_peer.rs"]
 mod hostile_peer;
 
+#[path = "faults/netns.rs"]
+mod netns;
+
 #[path = "faults/relay_death.rs"]
 mod relay_death;
 
