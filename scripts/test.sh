@@ -13,7 +13,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
 need=()
-for pkg in pkg-config libssl-dev; do
+for pkg in pkg-config libssl-dev tcpdump iproute2 e2fsprogs; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

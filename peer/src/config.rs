@@ -47,7 +47,10 @@ pub struct PeerConfig {
     pub unknown_nid_wait_ms: u64,
     /// Timeout of one HTTP exchange with the tracker.
     pub tracker_timeout_ms: u64,
-    /// A link silent this long (not even keep-alive PADDING) is closed.
+    /// A link silent this long (not even keep-alive PADDING) is closed:
+    /// how long a neighbour that is cut off (not closed) goes unnoticed.
+    /// Keep-alive PADDING goes out after a third of it (at most 20 s), so
+    /// neighbours should agree on it.
     pub link_idle_timeout_ms: u64,
 }
 

@@ -9,9 +9,12 @@ pub enum LinkError {
     /// TCP connect, read or write failed.
     #[error("link i/o: {0}")]
     Io(#[from] std::io::Error),
-    /// The TLS handshake failed.
+    /// The TLS handshake failed (the other side closed, or the network).
     #[error("tls handshake failed")]
     Tls,
+    /// What arrived is not a TLS handshake at all (garbage on the port).
+    #[error("not a tls handshake")]
+    BadTls,
     /// The other side took too long (connect, handshake or hello).
     #[error("link set-up timed out")]
     Timeout,
@@ -39,6 +42,7 @@ impl LinkError {
         match self {
             LinkError::Io(_) => "io",
             LinkError::Tls => "tls",
+            LinkError::BadTls => "bad_tls",
             LinkError::Timeout => "timeout",
             LinkError::NoHello => "no_hello",
             LinkError::BadHello => "bad_hello",
@@ -54,7 +58,7 @@ impl LinkError {
     pub fn is_violation(&self) -> bool {
         matches!(
             self,
-            LinkError::BadHello | LinkError::BadPin | LinkError::UnknownNid
+            LinkError::BadTls | LinkError::BadHello | LinkError::BadPin | LinkError::UnknownNid
         )
     }
 }

@@ -214,9 +214,14 @@ pub type Peer = RunningPeer<DataPath>;
 
 /// Start a peer with the default data path. Must run inside an actix system.
 pub async fn run_peer(cfg: PeerConfig) -> anyhow::Result<Peer> {
+    let idle = Duration::from_millis(cfg.link_idle_timeout_ms);
+    let defaults = DataPathConfig::default();
     let dp_cfg = DataPathConfig {
-        idle_timeout: Duration::from_millis(cfg.link_idle_timeout_ms),
-        ..DataPathConfig::default()
+        idle_timeout: idle,
+        // Neighbours use the same idle timeout: three keep-alives fit in
+        // it, so a quiet link is never taken for a dead one.
+        keepalive: defaults.keepalive.min(idle / 3),
+        ..defaults
     };
     run_peer_with(cfg, move |m, onion| DataPath::new(dp_cfg, m, onion)).await
 }

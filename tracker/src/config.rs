@@ -44,6 +44,10 @@ pub struct Config {
     pub max_skew_secs: u64,
     /// Largest announce body accepted (bigger → 413).
     pub max_body_bytes: usize,
+    /// Time a client has to send an announce body once its head arrived
+    /// (the head itself has actix's 5 s request timeout); a client that
+    /// dribbles its body is answered 400 and cut off.
+    pub body_timeout_ms: u64,
     /// Neighbours per peer, lower bound of refill.
     pub min_neighbours: usize,
     /// Neighbours per peer, hard upper bound.
@@ -97,6 +101,7 @@ impl Default for Config {
             session_ttl_secs: 180,
             max_skew_secs: 120,
             max_body_bytes: 64 * 1024,
+            body_timeout_ms: 10_000,
             min_neighbours: 4,
             max_neighbours: 6,
             min_relays: 2,
@@ -164,8 +169,8 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key go together");
         }
-        if self.planner_threads == 0 || self.max_body_bytes == 0 {
-            return bad("planner_threads and max_body_bytes must be positive");
+        if self.planner_threads == 0 || self.max_body_bytes == 0 || self.body_timeout_ms == 0 {
+            return bad("planner_threads, max_body_bytes and body_timeout_ms must be positive");
         }
         if !(self.rate_per_ip > 0.0 && self.rate_per_peer > 0.0) {
             return bad("rates must be positive");

@@ -15,3 +15,6 @@ mod overlay;
 
 #[path = "tracker/restart.rs"]
 mod restart;
+
+#[path = "tracker/hostile.rs"]
+mod hostile;

@@ -275,7 +275,9 @@ impl<P: SwarmPeer> Swarm<P> {
             return;
         }
         self.failed = true;
-        tracing::error!(%error, "torrent stopped");
+        // The command prints the error as its one last line; a log line
+        // here would only say it twice.
+        tracing::debug!(%error, "torrent stopped");
         self.publish();
         self.status.send_modify(|s| s.error = Some(error));
         ctx.stop();

@@ -195,6 +195,29 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn garbage_instead_of_tls_is_a_violation() {
+        let a = PeerIdentity::generate().unwrap();
+        let side = acceptor(&a).await;
+        let garbage = async {
+            let mut tcp = TcpStream::connect(side.addr).await.unwrap();
+            tcp.write_all(&[0x5a; 600]).await.unwrap();
+            let mut rest = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut rest).await;
+        };
+        let (l, ()) = tokio::join!(one_accept(&side), garbage);
+        let e = l.unwrap_err();
+        assert!(matches!(e, LinkError::BadTls), "{e:?}");
+        assert!(e.is_violation());
+        // A port scan (connect, close) is not.
+        let scan = async {
+            drop(TcpStream::connect(side.addr).await.unwrap());
+        };
+        let (l, ()) = tokio::join!(one_accept(&side), scan);
+        let e = l.unwrap_err();
+        assert!(!e.is_violation(), "{e:?}");
+    }
+
+    #[actix_rt::test]
     async fn a_silent_probe_is_not_a_violation() {
         let a = PeerIdentity::generate().unwrap();
         let side = acceptor(&a).await;

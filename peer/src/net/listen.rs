@@ -6,7 +6,8 @@
 //! the same peer. Only then do we answer with our own hello, so a stranger
 //! learns nothing but our certificate (which the tracker's reachability probe
 //! sees anyway). A connection that closes or stays silent without a hello is
-//! that probe, or a scanner: it is closed quietly, never counted.
+//! that probe, or a scanner: it is closed quietly, never counted. Bytes
+//! that are not a TLS handshake are counted (`bad_tls`).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -98,10 +99,15 @@ pub async fn accept_link(
     let ssl = Ssl::new(ctx.acceptor.context())?;
     let mut s = SslStream::new(ssl, link_socket(tcp))?;
     let (hello, pin) = tokio::time::timeout(ctx.handshake_timeout, async {
-        std::pin::Pin::new(&mut s)
-            .accept()
-            .await
-            .map_err(|_| LinkError::Tls)?;
+        std::pin::Pin::new(&mut s).accept().await.map_err(|e| {
+            // A protocol error is garbage from the other side; anything
+            // else (EOF, reset) is a probe or the network.
+            if e.code() == openssl::ssl::ErrorCode::SSL {
+                LinkError::BadTls
+            } else {
+                LinkError::Tls
+            }
+        })?;
         let hello = read_hello(&mut s).await?;
         Ok::<_, LinkError>((hello, peer_pin(s.ssl())))
     })

@@ -26,6 +26,18 @@ mod memory;
 #[path = "faults/wire.rs"]
 mod wire;
 
+#[path = "faults/disk.rs"]
+mod disk;
+
+#[path = "faults/attacker.rs"]
+mod attacker;
+
+#[path = "faults/hostile_peer.rs"]
+mod hostile_peer;
+
+#[path = "faults/netns.rs"]
+mod netns;
+
 #[path = "faults/relay_death.rs"]
 mod relay_death;
 

@@ -169,6 +169,8 @@ pub struct LabConfig {
     pub interval_secs: u64,
     /// Extra lines for the peers' config file.
     pub peer_toml: String,
+    /// Extra lines for the tracker's config file.
+    pub tracker_toml: String,
 }
 
 impl Default for LabConfig {
@@ -177,6 +179,7 @@ impl Default for LabConfig {
             tracker_listen: "127.0.0.1:0".into(),
             interval_secs: 5,
             peer_toml: String::new(),
+            tracker_toml: String::new(),
         }
     }
 }
@@ -195,8 +198,8 @@ impl Lab {
             dir.path().join("tracker.toml"),
             format!(
                 "announce_interval_secs = {}\nsession_ttl_secs = 60\n\
-                 rate_per_ip = 10000.0\nburst_per_ip = 10000.0\n",
-                config.interval_secs
+                 rate_per_ip = 10000.0\nburst_per_ip = 10000.0\n{}",
+                config.interval_secs, config.tracker_toml
             ),
         )
         .unwrap();

@@ -1,7 +1,9 @@
 //! `POST /v1/announce`: the thin edge between HTTPS and the Session actors.
 //!
 //! Checks run cheapest first, and none of them touches another peer's
-//! state: per-address rate limit (before any parsing), body size, decoding,
+//! state: per-address rate limit (before any parsing), content type (our
+//! media type, parameters ignored; anything else is 400 before the body is
+//! read), body size and time, decoding,
 //! version, clock skew, certificate/peer-id match and signature
 //! (`SignedAnnounce::verify`, through the `KeyCache` of verified
 //! certificates), replay (newest timestamp and nonce per
@@ -107,6 +109,15 @@ async fn announce(req: HttpRequest, body: web::Payload, st: web::Data<ApiState>)
     }
 }
 
+/// Whether the request says its body is a bincode announce.
+fn is_ours(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(CONTENT_TYPE))
+}
+
 /// The client's IP: TCP peer, or the last forwarded hop behind a trusted proxy.
 fn client_ip(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
     let tcp = req.peer_addr()?.ip();
@@ -123,7 +134,13 @@ fn client_ip(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
     Some(forwarded.unwrap_or(tcp))
 }
 
-async fn read_body(req: &HttpRequest, body: web::Payload, max: usize) -> Result<Vec<u8>, Reject> {
+/// The body, within `max` bytes and `limit` time.
+async fn read_body(
+    req: &HttpRequest,
+    body: web::Payload,
+    max: usize,
+    limit: std::time::Duration,
+) -> Result<Vec<u8>, Reject> {
     let too_large = Reject(
         ErrorCode::TooLarge,
         AnnounceResult::TooLarge,
@@ -137,14 +154,12 @@ async fn read_body(req: &HttpRequest, body: web::Payload, max: usize) -> Result<
     if declared.is_some_and(|n| n > max) {
         return Err(too_large);
     }
-    match body.to_bytes_limited(max).await {
-        Ok(Ok(bytes)) => Ok(bytes.to_vec()),
-        Ok(Err(_)) => Err(Reject(
-            ErrorCode::BadRequest,
-            AnnounceResult::BadRequest,
-            "body",
-        )),
-        Err(_) => Err(too_large),
+    let bad = |what| Reject(ErrorCode::BadRequest, AnnounceResult::BadRequest, what);
+    match tokio::time::timeout(limit, body.to_bytes_limited(max)).await {
+        Ok(Ok(Ok(bytes))) => Ok(bytes.to_vec()),
+        Ok(Ok(Err(_))) => Err(bad("body")),
+        Ok(Err(_)) => Err(too_large),
+        Err(_) => Err(bad("body too slow")),
     }
 }
 
@@ -172,7 +187,15 @@ async fn handle(req: &HttpRequest, body: web::Payload, st: &ApiState) -> Result<
     {
         return Err(limited());
     }
-    let bytes = read_body(req, body, st.cfg.max_body_bytes).await?;
+    if !is_ours(req) {
+        return Err(Reject(
+            ErrorCode::BadRequest,
+            AnnounceResult::BadRequest,
+            "content type",
+        ));
+    }
+    let limit = std::time::Duration::from_millis(st.cfg.body_timeout_ms);
+    let bytes = read_body(req, body, st.cfg.max_body_bytes, limit).await?;
     let signed = SignedAnnounce::decode(&bytes)?;
     let now = unix_now();
     let (peer, ann) = st.keys.verify(&signed, now, st.cfg.max_skew_secs)?;
@@ -307,6 +330,22 @@ fn to_response(interval: u64, o: AnnounceOutcome) -> AnnounceResponse {
 mod tests {
     use super::*;
     use actix_web::test::TestRequest;
+
+    #[test]
+    fn only_our_media_type_is_taken() {
+        let with = |ct: Option<&str>| {
+            let mut r = TestRequest::default();
+            if let Some(ct) = ct {
+                r = r.insert_header(("content-type", ct));
+            }
+            is_ours(&r.to_http_request())
+        };
+        assert!(with(Some(CONTENT_TYPE)));
+        assert!(with(Some("Application/X-Anomos-Bincode; charset=binary")));
+        assert!(!with(Some("text/plain")));
+        assert!(!with(Some("application/x-anomos-bincode-evil")));
+        assert!(!with(None));
+    }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
