@@ -26,6 +26,8 @@ pub struct Collected {
     pub tracker_config: String,
     /// Seconds until the overlay linked up.
     pub overlay_secs: f64,
+    /// Links between relays and seeders once linked up.
+    pub overlay_links: u64,
     /// Every download.
     pub downloads: Vec<Download>,
     /// Start of the downloads to the last completion (or the deadline).
@@ -123,8 +125,8 @@ pub fn download(
     }
 }
 
-/// Per-role CPU and memory.
-pub fn roles(procs: &[ProcFigures]) -> Vec<RoleFigures> {
+/// Per-role CPU and memory; `wall_secs` turns CPU seconds into cores.
+pub fn roles(procs: &[ProcFigures], wall_secs: f64) -> Vec<RoleFigures> {
     let mut by: BTreeMap<&str, Vec<&ProcFigures>> = BTreeMap::new();
     for p in procs {
         by.entry(p.role.as_str()).or_default().push(p);
@@ -137,10 +139,12 @@ pub fn roles(procs: &[ProcFigures]) -> Vec<RoleFigures> {
                 .iter()
                 .filter_map(|p| p.idle.map(|s| s.rss_kib))
                 .collect();
+            let cpu: f64 = ps.iter().map(|p| p.end.cpu_secs).sum();
             RoleFigures {
                 role: role.to_owned(),
                 processes: n,
-                cpu_secs: round(ps.iter().map(|p| p.end.cpu_secs).sum(), 2),
+                cpu_secs: round(cpu, 2),
+                cpu_cores: round(cpu / wall_secs.max(1e-6), 2),
                 cpu_secs_max: round(ps.iter().map(|p| p.end.cpu_secs).fold(0.0, f64::max), 2),
                 peak_rss_kib_max: hwm.iter().copied().max().unwrap_or(0),
                 peak_rss_kib_mean: hwm.iter().sum::<u64>() / n.max(1) as u64,
@@ -238,6 +242,7 @@ pub fn build(a: &NetworkArgs, c: Collected) -> Report {
         circuits_per_download: a.circuits,
         tracker_config: c.tracker_config.clone(),
         overlay_secs: round(c.overlay_secs, 2),
+        overlay_links: c.overlay_links,
         completed: done.len(),
         intact: done.iter().filter(|d| d.intact).count(),
         throughput: Throughput {
@@ -264,7 +269,7 @@ pub fn build(a: &NetworkArgs, c: Collected) -> Report {
             downloaded_bytes: sum("anomos_downloaded_bytes_total"),
         },
         tracker,
-        roles: roles(&c.procs),
+        roles: roles(&c.procs, c.wall_secs),
         problems: Problems {
             cells_dropped: nonzero(sum_by_label(
                 &c.peers,
@@ -359,6 +364,7 @@ mod tests {
             piece_size: 65536,
             tracker_config: "x".into(),
             overlay_secs: 1.234,
+            overlay_links: 5,
             downloads: vec![
                 download(0, 0, 1 << 20, Some(2.0), true, None),
                 download(1, 0, 1 << 20, None, false, Some("gone".into())),

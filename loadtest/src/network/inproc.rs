@@ -275,7 +275,7 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
     }
     let mut peers = ready_all(pending).await?;
     let addrs: Vec<SocketAddr> = peers.iter().map(|h| h.metrics).collect();
-    observe::converge(&scraper, &ops, &addrs).await?;
+    let overlay_links = observe::converge(&scraper, &ops, &addrs).await?;
     let overlay_secs = t_peers.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = me.sample()?;
@@ -408,6 +408,7 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
         piece_size: torrents[0].meta.piece_length(),
         tracker_config: setup::tracker_toml(a, "(per-run token)", true),
         overlay_secs,
+        overlay_links,
         downloads,
         phase_secs: t_done.duration_since(t0).as_secs_f64(),
         peers: peers_scraped,

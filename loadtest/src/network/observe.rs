@@ -43,8 +43,9 @@ impl TrackerOps {
 /// Wait until every peer in `peers` holds the links the tracker assigned:
 /// the degrees the peers report add up to twice the tracker's edges, each
 /// is at least the tracker's lower bound (or every other peer, in small
-/// networks), and that holds for three readings in a row.
-pub async fn converge(s: &Scraper, t: &TrackerOps, peers: &[SocketAddr]) -> anyhow::Result<()> {
+/// networks), and that holds for three readings in a row. Returns the
+/// number of links (half the degree sum).
+pub async fn converge(s: &Scraper, t: &TrackerOps, peers: &[SocketAddr]) -> anyhow::Result<u64> {
     let min = MIN_NEIGHBOURS.min(peers.len().saturating_sub(1)) as f64;
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
     let mut stable = 0;
@@ -62,7 +63,7 @@ pub async fn converge(s: &Scraper, t: &TrackerOps, peers: &[SocketAddr]) -> anyh
         let ok = degrees.iter().all(|d| *d >= min) && sum == 2.0 * edges;
         stable = if ok { stable + 1 } else { 0 };
         if stable >= 3 {
-            return Ok(());
+            return Ok((sum / 2.0) as u64);
         }
         if Instant::now() > deadline {
             bail!("overlay did not link up: degrees {degrees:?}, tracker edges {edges}");

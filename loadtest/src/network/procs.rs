@@ -204,7 +204,7 @@ async fn drive(a: &NetworkArgs, lay: &Layout) -> anyhow::Result<Report> {
     }
     wait_started(&mut peers).await?;
     let addrs: Vec<_> = peers.iter().filter_map(|p| p.metrics).collect();
-    observe::converge(&lay.scraper, &ops, &addrs).await?;
+    let overlay_links = observe::converge(&lay.scraper, &ops, &addrs).await?;
     let overlay_secs = t_peers.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let tracker_idle = sample(tracker.pid());
@@ -358,6 +358,7 @@ async fn drive(a: &NetworkArgs, lay: &Layout) -> anyhow::Result<Report> {
         piece_size: torrents[0].meta.piece_length(),
         tracker_config: setup::tracker_toml(a, "(per-run token)", lay.same_ip),
         overlay_secs,
+        overlay_links,
         downloads,
         phase_secs: t_done.duration_since(t0).as_secs_f64(),
         peers: peers_scraped,

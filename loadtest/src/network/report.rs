@@ -46,6 +46,9 @@ pub struct Report {
     /// Seconds from the first relay's start until relays and seeders held
     /// the links the tracker assigned.
     pub overlay_secs: f64,
+    /// Links among relays and seeders then (`anomos_neighbors_connected`
+    /// summed, halved).
+    pub overlay_links: u64,
     /// Every download.
     pub downloads: Vec<Download>,
     /// Downloads that completed.
@@ -227,6 +230,8 @@ pub struct RoleFigures {
     pub processes: usize,
     /// CPU seconds, all of them.
     pub cpu_secs: f64,
+    /// CPU cores used on average over the run (`cpu_secs` ÷ wall time).
+    pub cpu_cores: f64,
     /// CPU seconds of the busiest.
     pub cpu_secs_max: f64,
     /// Peak RSS (VmHWM) of the largest, KiB.
@@ -281,8 +286,14 @@ pub struct Problems {
     pub peers_unanswered: usize,
 }
 
-fn opt(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
+/// `≤bound (≈estimate)`, or `>estimate` when the quantile lies in the
+/// `+Inf` bucket (the estimate is then the largest finite bound).
+fn quantile(bound: Option<f64>, est: Option<f64>) -> String {
+    match (bound, est) {
+        (Some(b), Some(e)) => format!("≤{b:.2} (≈{e:.2})"),
+        (None, Some(e)) => format!(">{e:.2}"),
+        _ => "-".to_owned(),
+    }
 }
 
 fn mib(kib: u64) -> f64 {
@@ -292,13 +303,10 @@ fn mib(kib: u64) -> f64 {
 impl Quantiles {
     fn line(&self) -> String {
         format!(
-            "p50 ≤{} (≈{}) p90 ≤{} (≈{}) p99 ≤{} (≈{}) ms, mean {:.2} ms, n={}",
-            opt(self.p50_ms_at_most),
-            opt(self.p50_ms_est),
-            opt(self.p90_ms_at_most),
-            opt(self.p90_ms_est),
-            opt(self.p99_ms_at_most),
-            opt(self.p99_ms_est),
+            "p50 {} p90 {} p99 {} ms, mean {:.2} ms, n={}",
+            quantile(self.p50_ms_at_most, self.p50_ms_est),
+            quantile(self.p90_ms_at_most, self.p90_ms_est),
+            quantile(self.p99_ms_at_most, self.p99_ms_est),
             self.mean_ms,
             self.count
         )
@@ -323,7 +331,10 @@ impl Report {
             self.max_relays,
             self.circuits_per_download
         );
-        o += &format!("  overlay up in {:.1} s\n", self.overlay_secs);
+        o += &format!(
+            "  overlay up in {:.1} s ({} links among relays and seeders)\n",
+            self.overlay_secs, self.overlay_links
+        );
         let t = &self.throughput;
         let s = t.per_download_mib_per_sec;
         o += &format!(
@@ -380,13 +391,14 @@ impl Report {
         );
         o += &format!("    announce latency: {}\n", k.announce_latency.line());
         o += &format!("    plan time:        {}\n", k.plan.line());
-        o += "  role         procs   CPU s  CPU s max  idle RSS MiB  peak RSS MiB (mean / max)\n";
+        o += "  role         procs   CPU s  cores  CPU s max  idle RSS MiB  peak RSS MiB (mean / max)\n";
         for r in &self.roles {
             o += &format!(
-                "  {:<12} {:>5} {:>7.1} {:>10.1} {:>13} {:>9.1} / {:.1}\n",
+                "  {:<12} {:>5} {:>7.1} {:>6.2} {:>10.1} {:>13} {:>9.1} / {:.1}\n",
                 r.role,
                 r.processes,
                 r.cpu_secs,
+                r.cpu_cores,
                 r.cpu_secs_max,
                 r.idle_rss_kib_mean
                     .map_or_else(|| "-".to_owned(), |k| format!("{:.1}", mib(k))),
@@ -413,5 +425,23 @@ impl Report {
             self.wall_secs, self.load_average_before, self.load_average_after
         );
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_in_the_inf_bucket_show_as_beyond() {
+        assert_eq!(quantile(Some(5.0), Some(4.25)), "≤5.00 (≈4.25)");
+        assert_eq!(quantile(None, Some(5000.0)), ">5000.00");
+        assert_eq!(quantile(None, None), "-");
+        let q = Quantiles {
+            count: 3,
+            p99_ms_est: Some(5000.0),
+            ..Quantiles::default()
+        };
+        assert!(q.line().contains("p99 >5000.00 ms"), "{}", q.line());
     }
 }
