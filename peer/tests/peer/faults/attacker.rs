@@ -19,7 +19,7 @@ use anomos_common::{CircuitId, Nid, Pin};
 use anomos_peer::actors::tracker::{unix_now, Announcer, HttpsAnnouncer};
 use anomos_peer::net::tracker_client::{TrackerClient, TrackerUrl};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_openssl::SslStream;
 
@@ -138,7 +138,7 @@ impl Attacker {
 /// A verified link on which the test writes raw cells; what the other end
 /// sends is decoded by a reader task.
 pub struct RawLink {
-    w: WriteHalf<SslStream<TcpStream>>,
+    w: WriteHalf<anomos_peer::link::LinkStream>,
     rx: mpsc::UnboundedReceiver<Cell>,
     /// Cells received but not yet asked for.
     seen: Vec<Cell>,
@@ -146,7 +146,7 @@ pub struct RawLink {
 }
 
 impl RawLink {
-    fn new(s: SslStream<TcpStream>) -> RawLink {
+    fn new(s: anomos_peer::link::LinkStream) -> RawLink {
         let (r, w) = tokio::io::split(s);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(read_cells(r, tx));
@@ -225,7 +225,10 @@ impl RawLink {
 }
 
 /// Decode cells until the link ends.
-async fn read_cells(mut r: ReadHalf<SslStream<TcpStream>>, tx: mpsc::UnboundedSender<Cell>) {
+async fn read_cells(
+    mut r: ReadHalf<anomos_peer::link::LinkStream>,
+    tx: mpsc::UnboundedSender<Cell>,
+) {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
