@@ -205,14 +205,15 @@ impl RelayCore {
     }
 
     /// The link's I/O is gone: forget it, and BREAK the other half of every
-    /// circuit that used it (a local endpoint gets `Closed`).
+    /// circuit that used it (a local endpoint gets `Closed`). The link is
+    /// forgotten only after its circuits, so an originator's `Closed` still
+    /// names the first hop (the circuit counts as failed).
     pub fn link_lost(&mut self, now: Instant, link: LinkId) {
-        let Some(state) = self.links.remove(&link) else {
+        let Some(state) = self.links.get_mut(&link) else {
             return;
         };
-        if self.by_nid.get(&state.nid) == Some(&link) {
-            self.by_nid.remove(&state.nid);
-        }
+        // Nothing more goes out on it: its halves are released, not broken.
+        state.closing = true;
         let mut live = Vec::new();
         self.halves.retain(|&(l, _), slot| {
             if l != link {
@@ -225,6 +226,11 @@ impl RelayCore {
         });
         for key in live {
             self.kill(now, key, BreakReason::LinkLost, None);
+        }
+        if let Some(state) = self.links.remove(&link) {
+            if self.by_nid.get(&state.nid) == Some(&link) {
+                self.by_nid.remove(&state.nid);
+            }
         }
     }
 

@@ -69,6 +69,25 @@ pub fn number_after(line: &str, word: &str) -> u64 {
         .unwrap_or_else(|_| panic!("no number after {word:?} in {line:?}"))
 }
 
+/// The relay carrying the most traffic right now (bytes relayed over
+/// 300 ms), and what each has relayed in all.
+pub async fn busiest(relays: &[Proc]) -> (usize, Vec<f64>) {
+    let mut first = Vec::new();
+    for r in relays {
+        first.push(r.metric("anomos_relay_bytes_total").await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut now = Vec::new();
+    for r in relays {
+        now.push(r.metric("anomos_relay_bytes_total").await);
+    }
+    let rate = |i: usize| now[i] - first[i];
+    let best = (0..relays.len())
+        .max_by(|&a, &b| rate(a).total_cmp(&rate(b)))
+        .unwrap_or(0);
+    (best, now)
+}
+
 /// Resident memory of a process, in KiB (`VmRSS` of `/proc/PID/status`).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

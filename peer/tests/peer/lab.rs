@@ -93,21 +93,6 @@ impl Proc {
         assert!(st.success(), "kill -s {signal} failed");
     }
 
-    /// Wait (bounded) for the exit; the status and the rest of stdout.
-    pub async fn finish(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
-        use tokio::io::AsyncReadExt;
-        let mut rest = String::new();
-        let done = tokio::time::timeout(limit, async {
-            self.stdout.read_to_string(&mut rest).await.unwrap();
-            self.child.wait().await.unwrap()
-        })
-        .await;
-        match done {
-            Ok(status) => (status, rest),
-            Err(_) => panic!("process did not exit within {limit:?}; stdout so far: {rest}"),
-        }
-    }
-
     /// Read stdout (bounded) until a line containing `word`; that line.
     pub async fn line_with(&mut self, word: &str, limit: Duration) -> String {
         let found = tokio::time::timeout(limit, async {

@@ -6,7 +6,7 @@ use super::*;
 use anomos_common::cell::{CELL_BODY_LEN, CREATE_CODE_LEN};
 use anomos_common::crypto::{CircuitSecret, LayerKeys, X25519Secret};
 use anomos_common::onion::{build, peel, ExitPayload, HopSpec, Peeled, TrackingCode};
-use anomos_common::relay_crypto::RelayLayer;
+use anomos_common::relay_crypto::{OriginLayers, RelayLayer};
 use anomos_common::replay::ReplayCache;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -294,6 +294,36 @@ fn link_loss_breaks_the_other_half() {
     h.feed(h.a, Cell::new(CircuitId(1), CellMsg::BreakAck));
     assert_eq!(h.core.half_count(), 0);
     assert_eq!(h.core.link_of(Nid(2)), None);
+}
+
+/// Our own first hop's link dies: the originated circuit is reported
+/// closed with the first hop's NID, so it counts as a failed circuit.
+#[test]
+fn losing_the_first_hop_closes_an_originated_circuit_as_failed() {
+    let mut h = harness(8);
+    let (code, keys) = code_for_us(true, UNIX + 100, 7);
+    let layers = OriginLayers::new(&[keys]).expect("layers");
+    let key = h
+        .core
+        .originate(h.now, Nid(2), &code, layers)
+        .expect("originate");
+    h.sent(h.b);
+    h.core.link_lost(h.now, h.b);
+    let closed: Vec<_> = std::iter::from_fn(|| h.core.poll_output())
+        .filter_map(|o| match o {
+            Output::Closed {
+                key: k,
+                reason,
+                first_nid,
+                ..
+            } => Some((k, reason, first_nid)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, vec![(key, BreakReason::LinkLost, Some(Nid(2)))]);
+    assert_eq!((h.core.circuit_count(), h.core.half_count()), (0, 0));
+    assert_eq!(h.core.link_of(Nid(2)), None);
+    assert_eq!(h.core.link_count(), 1);
 }
 
 #[test]

@@ -328,7 +328,7 @@ async fn hostile_neighbours_are_counted_cut_off_and_reported() {
         peer_sample(p, &violations("circuit_id_side")).await,
         announces_ok(p).await,
     );
-    let wrong: Vec<Cell> = (0..16)
+    let wrong: Vec<Cell> = (0..16u32)
         .map(|i| {
             Cell::new(
                 CircuitId(2 * i + 2),
@@ -354,7 +354,9 @@ async fn hostile_neighbours_are_counted_cut_off_and_reported() {
         "16 CREATEs on wrong-side ids → {name} circuit_id_side +{n}, link closed, \
          re-announced {reported:?}, tracker dropped the edge: {gone}"
     ));
-    assert!(n >= 16.0);
+    // 16 violations close a link; up to two credit violations above may
+    // have been charged to this one already.
+    assert!(n >= 14.0, "only {n} wrong-side CREATEs counted");
     assert!(reported.is_some(), "{name} did not report the neighbour");
     assert!(gone, "the tracker still lists the edge");
     let attack_time = attack_start.elapsed();
