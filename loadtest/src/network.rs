@@ -37,6 +37,8 @@ pub mod netns;
 mod observe;
 #[path = "network/procs.rs"]
 mod procs;
+#[path = "network/progress.rs"]
+mod progress;
 #[path = "network/prom.rs"]
 pub mod prom;
 #[path = "network/report.rs"]

@@ -30,8 +30,9 @@ use tokio::sync::{oneshot, watch};
 
 use super::figures::{self, Collected, Live};
 use super::observe::{self, TrackerOps};
+use super::progress::Progress;
 use super::prom::Scrape;
-use super::report::{Download, Memory, ProcFigures, Report};
+use super::report::{Memory, ProcFigures, Report};
 use super::scrape::Scraper;
 use super::setup;
 use super::{NetworkArgs, Role};
@@ -281,7 +282,7 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
     let idle = me.sample()?;
 
     let tracker_at_start = ops.scrape(&scraper).await?;
-    let t0 = Instant::now();
+    let mut progress = Progress::new(a.downloaders);
     let mut pending = Vec::new();
     for k in 0..a.downloaders {
         let t = &torrents[k % a.torrents];
@@ -297,8 +298,6 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
     let dls = ready_all(pending).await?;
     let reserve = Duration::from_secs((a.timeout / 4).clamp(5, 60));
     let deadline = t_run + Duration::from_secs(a.timeout).saturating_sub(reserve);
-    let mut done: Vec<Option<Instant>> = vec![None; dls.len()];
-    let mut errors: Vec<Option<String>> = vec![None; dls.len()];
     let mut live = Live {
         exact_peak: Some(0),
         ..Live::default()
@@ -311,23 +310,17 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
         let (open, states) = look(&dls);
         live.exact_peak = live.exact_peak.max(Some(open));
         for (i, (complete, error)) in states.into_iter().enumerate() {
-            if done[i].is_none() && errors[i].is_none() {
-                if complete {
-                    done[i] = Some(Instant::now());
-                } else if error.is_some() {
-                    errors[i] = error;
-                }
+            if complete {
+                progress.complete(i);
+            } else if let Some(why) = error {
+                progress.fail(i, why);
             }
         }
-        if (0..dls.len()).all(|i| done[i].is_some() || errors[i].is_some()) {
+        if progress.settled() {
             break;
         }
         if Instant::now() > deadline {
-            for i in 0..dls.len() {
-                if done[i].is_none() && errors[i].is_none() {
-                    errors[i] = Some("not complete by the run's deadline".into());
-                }
-            }
+            progress.expire();
             break;
         }
         if Instant::now() >= next_scrape {
@@ -337,12 +330,7 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let t_done = done
-        .iter()
-        .flatten()
-        .max()
-        .copied()
-        .unwrap_or_else(Instant::now);
+    let t_done = progress.last_done();
     let tracker_at_done = ops.scrape(&scraper).await?;
 
     let hold_end = Instant::now() + Duration::from_secs_f64(a.hold);
@@ -364,16 +352,7 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
     let tracker_secs = t_tracker.elapsed().as_secs_f64();
     let end = me.sample()?;
 
-    let bytes = a.size_bytes();
-    let downloads: Vec<Download> = (0..dls.len())
-        .map(|k| {
-            let t = &torrents[k % a.torrents];
-            let (_, got) = setup::download_paths(dir.path(), k, t);
-            let secs = done[k].map(|d| d.duration_since(t0).as_secs_f64());
-            let intact = secs.is_some() && setup::same_bytes(&t.data, &got);
-            figures::download(k, k % a.torrents, bytes, secs, intact, errors[k].clone())
-        })
-        .collect();
+    let downloads = progress.records(dir.path(), &torrents, a.size_bytes());
     let unanswered = finals.iter().filter(|s| s.is_none()).count();
     let roles: Vec<Role> = peers.iter().chain(&dls).map(|h| h.role).collect();
     let peers_scraped: Vec<(Role, Scrape)> = roles
@@ -410,7 +389,7 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
         overlay_secs,
         overlay_links,
         downloads,
-        phase_secs: t_done.duration_since(t0).as_secs_f64(),
+        phase_secs: t_done.duration_since(progress.t0).as_secs_f64(),
         peers: peers_scraped,
         peers_unanswered: unanswered,
         tracker_at_start,

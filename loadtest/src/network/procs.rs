@@ -19,8 +19,9 @@ use super::children::{PeerProc, Site};
 use super::figures::{self, Collected, Live};
 use super::netns::{parse_subnet, Netns};
 use super::observe::{self, TrackerOps};
+use super::progress::Progress;
 use super::prom::Scrape;
-use super::report::{Download, Memory, ProcFigures, Report};
+use super::report::{Memory, ProcFigures, Report};
 use super::scrape::Scraper;
 use super::setup::{self, Torrent};
 use super::{NetworkArgs, Role};
@@ -211,7 +212,7 @@ async fn drive(a: &NetworkArgs, lay: &Layout) -> anyhow::Result<Report> {
     let idle: Vec<ProcSample> = peers.iter().map(|p| sample(p.pid)).collect();
 
     let tracker_at_start = ops.scrape(&lay.scraper).await?;
-    let t0 = Instant::now();
+    let mut progress = Progress::new(a.downloaders);
     let mut dls = Vec::new();
     for k in 0..a.downloaders {
         let t: &Torrent = &torrents[k % a.torrents];
@@ -237,34 +238,25 @@ async fn drive(a: &NetworkArgs, lay: &Layout) -> anyhow::Result<Report> {
     }
     let reserve = Duration::from_secs((a.timeout / 4).clamp(5, 60));
     let deadline = t_run + Duration::from_secs(a.timeout).saturating_sub(reserve);
-    let mut done: Vec<Option<Instant>> = vec![None; dls.len()];
-    let mut errors: Vec<Option<String>> = vec![None; dls.len()];
     let mut live = Live::default();
     let mut next_scrape = Instant::now();
     loop {
         for (i, d) in dls.iter_mut().enumerate() {
-            if done[i].is_some() || errors[i].is_some() {
-                d.poll();
-                continue;
-            }
             if d.poll().iter().any(|l| l.starts_with("downloaded ")) {
-                done[i] = Some(Instant::now());
+                progress.complete(i);
             } else if d.ended {
-                errors[i] = Some(d.failure());
+                let why = d.failure();
+                progress.fail(i, why);
             }
         }
         for p in peers.iter_mut() {
             p.poll();
         }
-        if (0..dls.len()).all(|i| done[i].is_some() || errors[i].is_some()) {
+        if progress.settled() {
             break;
         }
         if Instant::now() > deadline {
-            for i in 0..dls.len() {
-                if done[i].is_none() && errors[i].is_none() {
-                    errors[i] = Some("not complete by the run's deadline".into());
-                }
-            }
+            progress.expire();
             break;
         }
         if Instant::now() >= next_scrape {
@@ -274,12 +266,7 @@ async fn drive(a: &NetworkArgs, lay: &Layout) -> anyhow::Result<Report> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let t_done = done
-        .iter()
-        .flatten()
-        .max()
-        .copied()
-        .unwrap_or_else(Instant::now);
+    let t_done = progress.last_done();
     let tracker_at_done = ops.scrape(&lay.scraper).await?;
 
     let hold_end = Instant::now() + Duration::from_secs_f64(a.hold);
@@ -318,16 +305,7 @@ async fn drive(a: &NetworkArgs, lay: &Layout) -> anyhow::Result<Report> {
             end: sample(p.pid),
         });
     }
-    let bytes = a.size_bytes();
-    let downloads: Vec<Download> = (0..dls.len())
-        .map(|k| {
-            let t = &torrents[k % a.torrents];
-            let (_, got) = setup::download_paths(dir.path(), k, t);
-            let secs = done[k].map(|d| d.duration_since(t0).as_secs_f64());
-            let intact = secs.is_some() && setup::same_bytes(&t.data, &got);
-            figures::download(k, k % a.torrents, bytes, secs, intact, errors[k].clone())
-        })
-        .collect();
+    let downloads = progress.records(dir.path(), &torrents, a.size_bytes());
 
     let stop_by = Instant::now() + Duration::from_secs(10);
     for p in peers.iter().chain(dls.iter()) {
@@ -360,7 +338,7 @@ async fn drive(a: &NetworkArgs, lay: &Layout) -> anyhow::Result<Report> {
         overlay_secs,
         overlay_links,
         downloads,
-        phase_secs: t_done.duration_since(t0).as_secs_f64(),
+        phase_secs: t_done.duration_since(progress.t0).as_secs_f64(),
         peers: peers_scraped,
         peers_unanswered: unanswered,
         tracker_at_start,
