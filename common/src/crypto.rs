@@ -295,11 +295,7 @@ impl AesGcm {
         }
         let len = buf.len();
         self.ctx.cipher_update_inplace(buf, len)?;
-        let mut scratch = [0u8; 16];
-        self.ctx.cipher_final(&mut scratch)?;
-        let mut tag = [0u8; TAG_LEN];
-        self.ctx.tag(&mut tag)?;
-        Ok(tag)
+        self.finish_seal()
     }
 
     /// Encrypt `input` into `out` (the first `input.len()` bytes) and return
@@ -316,11 +312,7 @@ impl AesGcm {
         self.ctx.encrypt_init(None, None, Some(nonce))?;
         self.ctx
             .cipher_update(input, Some(&mut out[..input.len()]))?;
-        let mut scratch = [0u8; 16];
-        self.ctx.cipher_final(&mut scratch)?;
-        let mut tag = [0u8; TAG_LEN];
-        self.ctx.tag(&mut tag)?;
-        Ok(tag)
+        self.finish_seal()
     }
 
     /// Decrypt `input` into `out` (the first `input.len()` bytes) if `tag`
@@ -338,12 +330,7 @@ impl AesGcm {
         self.ctx.decrypt_init(None, None, Some(nonce))?;
         self.ctx
             .cipher_update(input, Some(&mut out[..input.len()]))?;
-        self.ctx.set_tag(tag)?;
-        let mut scratch = [0u8; 16];
-        self.ctx
-            .cipher_final(&mut scratch)
-            .map_err(|_| CryptoError::BadTag)?;
-        Ok(())
+        self.finish_open(tag)
     }
 
     /// Decrypt `buf` in place if `tag` verifies. On failure `buf` holds
@@ -362,6 +349,20 @@ impl AesGcm {
         }
         let len = buf.len();
         self.ctx.cipher_update_inplace(buf, len)?;
+        self.finish_open(tag)
+    }
+
+    /// End a sealing pass (GCM writes no bytes at the end) and read the tag.
+    fn finish_seal(&mut self) -> Result<[u8; TAG_LEN], CryptoError> {
+        let mut scratch = [0u8; 16];
+        self.ctx.cipher_final(&mut scratch)?;
+        let mut tag = [0u8; TAG_LEN];
+        self.ctx.tag(&mut tag)?;
+        Ok(tag)
+    }
+
+    /// End an opening pass: the tag must verify.
+    fn finish_open(&mut self, tag: &[u8; TAG_LEN]) -> Result<(), CryptoError> {
         self.ctx.set_tag(tag)?;
         let mut scratch = [0u8; 16];
         self.ctx

@@ -228,15 +228,19 @@ impl Channel {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sequence_exhaustion_is_an_error_not_a_nonce_reuse() {
-        let keys = ChannelKeys {
+    fn keys() -> ChannelKeys {
+        ChannelKeys {
             key_ox: [1; 32],
             key_xo: [2; 32],
             prefix_ox: [3; 4],
             prefix_xo: [4; 4],
             confirm: [5; 32],
-        };
+        }
+    }
+
+    #[test]
+    fn sequence_exhaustion_is_an_error_not_a_nonce_reuse() {
+        let keys = keys();
         let mut o = Channel::new(&keys, Role::Originator).expect("channel");
         let mut x = Channel::new(&keys, Role::Exit).expect("channel");
         o.send.seq = u64::MAX - 1;
@@ -253,13 +257,7 @@ mod tests {
 
     #[test]
     fn into_variants_interoperate_with_the_vec_ones() {
-        let keys = ChannelKeys {
-            key_ox: [1; 32],
-            key_xo: [2; 32],
-            prefix_ox: [3; 4],
-            prefix_xo: [4; 4],
-            confirm: [5; 32],
-        };
+        let keys = keys();
         let mut o = Channel::new(&keys, Role::Originator).expect("channel");
         let mut x = Channel::new(&keys, Role::Exit).expect("channel");
         let mut body = [0u8; MAX_RECORD_LEN];
