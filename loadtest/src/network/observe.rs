@@ -91,19 +91,6 @@ pub fn table_entries(scrapes: &[Option<Scrape>]) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// Resolves on SIGINT or SIGTERM, so a run ends through its guards
-/// (children killed, namespaces deleted) rather than by the signal.
-pub async fn interrupted() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

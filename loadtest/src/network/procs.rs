@@ -97,7 +97,9 @@ fn run_with(a: &NetworkArgs, lay: Layout) -> anyhow::Result<Report> {
             r = tokio::time::timeout(limit, drive(a, &lay)) => {
                 r.with_context(|| format!("run exceeded --timeout {} s", a.timeout))?
             }
-            r = observe::interrupted() => {
+            // SIGINT/SIGTERM end the run through its guards (children
+            // killed, namespaces deleted) rather than by the signal.
+            r = anomos_peer::app::wait_for_signal() => {
                 r?;
                 bail!("interrupted")
             }
