@@ -11,7 +11,7 @@
 //! valid torrent path components, checked before anything is hashed.
 //!
 //! Everything cheap is validated first, by building the torrent once with
-//! placeholder hashes: a bad announce URL or piece length should not cost
+//! all-zero piece hashes: a bad announce URL or piece length should not cost
 //! the user a full read of a large tree.
 
 use super::error::StorageError;
@@ -95,14 +95,14 @@ pub fn make_torrent(
         .iter()
         .map(|f| (f.components.clone(), f.length))
         .collect();
-    // Dry run with placeholder hashes: every check but the data's. A
+    // Dry run with all-zero hashes: every check but the data's. A
     // piece count whose hashes alone exceed the file limit fails here too.
     let pieces = total.div_ceil(u64::from(piece_length.max(1)));
     if pieces.saturating_mul(HASH_LEN as u64) > MAX_METAINFO_LEN as u64 {
         return Err(MetainfoError::TooLarge.into());
     }
-    let placeholder = vec![[0u8; HASH_LEN]; pieces as usize];
-    Metainfo::create(&list, &name, piece_length, placeholder, announce, pin)?;
+    let zero_hashes = vec![[0u8; HASH_LEN]; pieces as usize];
+    Metainfo::create(&list, &name, piece_length, zero_hashes, announce, pin)?;
 
     let mut hasher = PieceHasher::new(piece_length);
     let mut buf = vec![0u8; CHUNK];

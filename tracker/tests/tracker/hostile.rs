@@ -11,13 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anomos_common::api::{ApiErrorBody, ErrorCode, Message, PeerEvent, SignedAnnounce};
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 use tracker::metrics::AnnounceResult as R;
 
-use crate::util::{test_config, TestPeer};
+use crate::util::{test_config, try_tls_connect, TestPeer};
 
 /// A TLS connection to the tracker that may carry many requests.
 struct Conn {
@@ -33,18 +32,7 @@ impl Conn {
     }
 
     async fn try_open(addr: SocketAddr) -> Option<Conn> {
-        let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-        b.set_verify(SslVerifyMode::NONE);
-        let ssl = b
-            .build()
-            .configure()
-            .unwrap()
-            .verify_hostname(false)
-            .into_ssl("tracker")
-            .unwrap();
-        let tcp = TcpStream::connect(addr).await.ok()?;
-        let mut s = SslStream::new(ssl, tcp).ok()?;
-        std::pin::Pin::new(&mut s).connect().await.ok()?;
+        let s = try_tls_connect(addr).await?;
         Some(Conn { s, buf: Vec::new() })
     }
 
