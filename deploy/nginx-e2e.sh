@@ -28,19 +28,9 @@ PYTHON=${PYTHON:-python3}
 RELAYS=4
 PROXY_SOURCE=127.0.0.3
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/anomos-nginx-e2e.XXXXXX")
 # shellcheck source=deploy/check/lib.sh
 source "$DEPLOY/check/lib.sh"
-cleanup() {
-  stop_bg
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-for b in anomos-tracker anomos; do
-  [[ -x $BIN_DIR/$b ]] || fail "$BIN_DIR/$b is missing: cargo build -p tracker -p peer first"
-done
+begin_work anomos-nginx-e2e
 apt_install nginx openssl curl
 # nginx's workers run as an unprivileged user when started as root: let
 # them reach the temp directories (the private keys stay mode 0600).

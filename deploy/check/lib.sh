@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # Shared by deploy/check.sh and deploy/nginx-e2e.sh (sourced, not run).
 #
-# Every process started through start_bg is killed by cleanup, which the
-# scripts install as their EXIT trap; every wait is bounded.
+# Every process started through start_bg is killed by cleanup, which
+# begin_work installs as the EXIT trap; every wait is bounded.
 
 step() { printf '\n--> %s\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
@@ -103,4 +103,21 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   ((made_policy)) && $sudo rm -f "$policy"
   return 0
+}
+
+# begin_work NAME: a fresh temporary $WORK, removed with every background
+# process stopped when the script exits; the built binaries must exist.
+begin_work() {
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+  local b
+  for b in anomos-tracker anomos; do
+    [[ -x $BIN_DIR/$b ]] || fail "$BIN_DIR/$b is missing: cargo build -p tracker -p peer first"
+  done
+}
+
+cleanup() {
+  stop_bg
+  rm -rf "$WORK"
 }
