@@ -107,14 +107,15 @@ impl RelayCore {
         if self.endpoint_credit(key)? == 0 {
             return Err(EndpointError::NoCredit);
         }
-        let sent = self.endpoint_send_with(key, 1, |b| {
+        let sent = self.send_bodies(key, 1, |b| {
             b.copy_from_slice(&body[..]);
             true
-        })?;
-        if sent == 0 {
-            return Err(EndpointError::Closed);
+        });
+        match sent {
+            Ok(1) => Ok(()),
+            Ok(_) | Err(None) => Err(EndpointError::Closed),
+            Err(Some(e)) => Err(e),
         }
-        Ok(())
     }
 
     /// Send up to `max` DATA bodies, as many as credit allows, writing each
@@ -123,21 +124,48 @@ impl RelayCore {
     /// is not sent), then the endpoint's layers go over every body of the
     /// batch at once. Returns how many were sent (each uses one unit of
     /// credit); 0 with no credit. The bulk path of a circuit end, with no
-    /// copy of the body and one table look-up per batch.
+    /// copy of the body and one table look-up per batch. If the layers
+    /// cannot be applied the batch is dropped and the circuit broken
+    /// (BREAK(protocol), `Output::Closed`): the bodies `fill` wrote are
+    /// lost, so the circuit could not go on.
     pub fn endpoint_send_with(
+        &mut self,
+        now: Instant,
+        key: CircKey,
+        max: usize,
+        fill: impl FnMut(&mut [u8; CELL_BODY_LEN]) -> bool,
+    ) -> Result<usize, EndpointError> {
+        match self.send_bodies(key, max, fill) {
+            Ok(n) => Ok(n),
+            Err(Some(e)) => Err(e),
+            Err(None) => {
+                self.kill(now, key, BreakReason::Protocol, None);
+                Err(EndpointError::Closed)
+            }
+        }
+    }
+
+    /// [`RelayCore::endpoint_send_with`] without the break: `Err(None)` if
+    /// the layers failed (nothing was sent).
+    fn send_bodies(
         &mut self,
         key: CircKey,
         max: usize,
         mut fill: impl FnMut(&mut [u8; CELL_BODY_LEN]) -> bool,
-    ) -> Result<usize, EndpointError> {
+    ) -> Result<usize, Option<EndpointError>> {
         let c = self.circuits.get_mut(&key).ok_or(EndpointError::Closed)?;
         let dir = c.endpoint_dir().ok_or(EndpointError::Closed)?;
         if c.stage != Stage::Open {
-            return Err(EndpointError::NotOpen);
+            return Err(Some(EndpointError::NotOpen));
         }
-        let side = c.side(dir).ok_or(EndpointError::Closed)?;
+        // Checked before `fill` seals anything that could not be sent.
+        let wraps = matches!(
+            (&c.crypto, dir),
+            (Crypto::Origin(_), Dir::Fwd) | (Crypto::Relay(_), Dir::Back)
+        );
+        let side = c.side(dir).filter(|_| wraps).ok_or(EndpointError::Closed)?;
         let End::Link(link, circ) = side.end else {
-            return Err(EndpointError::Closed);
+            return Err(Some(EndpointError::Closed));
         };
         let want = max.min(side.flow.send_credit as usize);
         let out = self.links.get_mut(&link).filter(|l| !l.closing);
@@ -160,15 +188,15 @@ impl RelayCore {
             }
             sent += 1;
         }
-        let sealed = match (&mut c.crypto, dir) {
-            (Crypto::Origin(o), Dir::Fwd) => o.wrap_forward_cells(&mut out[start..]),
-            (Crypto::Relay(l), Dir::Back) => l.add_backward_cells(&mut out[start..]),
-            _ => Err(anomos_common::crypto::CryptoError::BadTag),
+        let wrapped = match (&mut c.crypto, dir) {
+            (Crypto::Origin(o), Dir::Fwd) => o.wrap_forward_cells(&mut out[start..]).is_ok(),
+            (Crypto::Relay(l), Dir::Back) => l.add_backward_cells(&mut out[start..]).is_ok(),
+            _ => false,
         };
-        if sealed.is_err() {
+        if !wrapped {
             // Never half-wrapped cells on the wire.
             out.truncate(start);
-            return Err(EndpointError::Closed);
+            return Err(None);
         }
         if sent > 0 {
             if let Some(s) = c.side_mut(dir) {

@@ -6,7 +6,7 @@ use super::*;
 use anomos_common::cell::{CELL_BODY_LEN, CREATE_CODE_LEN};
 use anomos_common::crypto::{CircuitSecret, LayerKeys, X25519Secret};
 use anomos_common::onion::{build, peel, ExitPayload, HopSpec, Peeled, TrackingCode};
-use anomos_common::relay_crypto::{OriginLayers, RelayLayer};
+use anomos_common::relay_crypto::{DataBody, OriginLayers, RelayLayer};
 use anomos_common::replay::ReplayCache;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -190,6 +190,55 @@ fn create_at_exit_is_confirmed_when_served_and_refused_otherwise() {
             assert_eq!(h.count(&h.metrics.cells_dropped, "not_served"), 1);
         }
     }
+}
+
+/// The exit's batch send: bodies written in place, as many as credit
+/// allows, wrapped in the exit's layer exactly as one at a time; a `fill`
+/// that declines stops the batch and nothing of that body is sent.
+#[test]
+fn endpoint_batch_send_writes_in_place_within_credit() {
+    let w = 4u16;
+    let mut h = harness(w);
+    h.core.set_served(IH, true);
+    let (code, keys) = code_for_us(false, UNIX + 600, 2);
+    h.feed(h.a, Cell::new(CircuitId(3), CellMsg::Create(code)));
+    let key = match h.run_peels()[..] {
+        [Output::ExitOpened { key, .. }] => key,
+        ref other => panic!("{other:?}"),
+    };
+    h.sent(h.a);
+    let mut n = 0u8;
+    let fill = |b: &mut [u8; CELL_BODY_LEN]| {
+        assert_eq!(b, &[0u8; CELL_BODY_LEN], "a zeroed body");
+        n += 1;
+        DataBody::encode(&[n; 10], b);
+        true
+    };
+    let sent = h
+        .core
+        .endpoint_send_with(h.now, key, 9, fill)
+        .expect("send");
+    assert_eq!(sent, usize::from(w), "one window of credit");
+    assert_eq!(h.core.endpoint_credit(key), Ok(0));
+    let mut layer = RelayLayer::new(&keys).expect("layer");
+    for (i, cell) in h.sent(h.a).into_iter().enumerate() {
+        assert_eq!(cell.circ, CircuitId(3));
+        let CellMsg::Data(mut body) = cell.msg else {
+            panic!("DATA expected")
+        };
+        layer.add_backward(&mut body).expect("ctr");
+        assert_eq!(DataBody::decode(&body), Ok(&[i as u8 + 1; 10][..]));
+    }
+    let credit = std::num::NonZeroU16::new(w).expect("w");
+    h.feed(h.a, Cell::new(CircuitId(3), CellMsg::Credit(credit)));
+    let mut calls = 0;
+    let stop = |_: &mut [u8; CELL_BODY_LEN]| {
+        calls += 1;
+        calls < 2
+    };
+    assert_eq!(h.core.endpoint_send_with(h.now, key, 3, stop), Ok(1));
+    assert_eq!(h.sent(h.a).len(), 1, "the declined body is not sent");
+    assert_eq!(h.core.endpoint_credit(key), Ok(u32::from(w) - 1));
 }
 
 #[test]

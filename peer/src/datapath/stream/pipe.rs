@@ -295,6 +295,14 @@ impl Drop for CircuitStream {
 mod tests {
     use super::*;
 
+    /// The application may move its stream to another thread or task, as
+    /// it could the duplex stream this replaced.
+    #[test]
+    fn the_stream_is_send_sync_and_unpin() {
+        fn check<T: Send + Sync + Unpin + 'static>() {}
+        check::<CircuitStream>();
+    }
+
     #[test]
     fn byte_buf_wraps_by_moving_the_tail_to_the_front() {
         let mut b = ByteBuf::default();

@@ -16,7 +16,7 @@
 use super::pipe::{Pipe, PipeState};
 use crate::core::relay::CircKey;
 use crate::datapath::{EpIo, Inner};
-use anomos_common::cell::{BreakReason, CELL_HEADER_LEN, CELL_LEN};
+use anomos_common::cell::{BreakReason, CELL_BODY_LEN, CELL_HEADER_LEN, CELL_LEN};
 use anomos_common::e2e::{Channel, MAX_RECORD_PLAINTEXT};
 use anomos_common::relay_crypto::DataBody;
 use std::cell::{Cell, RefCell};
@@ -171,9 +171,9 @@ impl Pump {
         };
         let mut st = self.pipe.lock();
         let room = st.down.space() / MAX_RECORD_PLAINTEXT;
-        let todo = bodies[*at..].chunks_exact(anomos_common::cell::CELL_BODY_LEN);
+        let todo = bodies[*at..].chunks_exact(CELL_BODY_LEN);
         let (n, result) = self.open_bodies(&mut st, todo.take(room));
-        *at += n * anomos_common::cell::CELL_BODY_LEN;
+        *at += n * CELL_BODY_LEN;
         let reader = (n > 0).then(|| st.reader.take()).flatten();
         let done = result.is_err() || *at >= bodies.len();
         if !done {
@@ -202,7 +202,7 @@ impl Pump {
                 break;
             }
             let bodies = st.up.len().div_ceil(MAX_RECORD_PLAINTEXT) + usize::from(fin_due);
-            let sent = core.endpoint_send_with(self.key, bodies, |body| {
+            let sent = core.endpoint_send_with(Instant::now(), self.key, bodies, |body| {
                 let take = st.up.len().min(MAX_RECORD_PLAINTEXT);
                 if take == 0 && (!fin_due || self.fin_sent.get()) {
                     return false;
