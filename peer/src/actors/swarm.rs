@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use anomos_common::peerwire::Frame;
+use anomos_common::peerwire::{self, Frame};
 use anomos_common::InfoHash;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
@@ -80,6 +80,9 @@ pub struct SwarmStatus {
     /// Circuits opened (ours) and accepted (others'), ever.
     pub opened: u64,
     pub accepted: u64,
+    /// When the first block of piece data arrived, for throughput figures
+    /// that leave out start-up (announce, circuit set-up).
+    pub first_block: Option<Instant>,
     /// Every piece is verified and written.
     pub complete: bool,
     /// A fatal error; the actor has stopped.
@@ -388,6 +391,13 @@ impl<P: SwarmPeer> Handler<Frames> for Swarm<P> {
     type Result = ();
     fn handle(&mut self, m: Frames, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        if self.status.borrow().first_block.is_none()
+            && m.frames
+                .iter()
+                .any(|f| matches!(f, Frame::Message(peerwire::Message::Piece { .. })))
+        {
+            self.status.send_modify(|s| s.first_block = Some(now));
+        }
         for f in m.frames {
             if !self.conns.contains_key(&m.conn) {
                 break;

@@ -44,6 +44,24 @@ fn circuit_relays(stdout: &str) -> Vec<usize> {
         .collect()
 }
 
+/// The summary's `in T s (D s from the first block)`: (T, D).
+fn summary_times(stdout: &str) -> (f64, f64) {
+    let rest = stdout
+        .split(") to ")
+        .nth(1)
+        .and_then(|r| r.split(" in ").nth(1))
+        .unwrap_or_else(|| panic!("no summary line in {stdout:?}"));
+    let mut words = rest.split_whitespace();
+    let total = words.next().unwrap().parse().unwrap();
+    let data = words
+        .nth(1)
+        .unwrap()
+        .trim_start_matches('(')
+        .parse()
+        .unwrap();
+    (total, data)
+}
+
 /// A number printed as `<word> N` in the summary line.
 pub fn summary_number(stdout: &str, word: &str) -> u64 {
     let rest = stdout
@@ -91,6 +109,9 @@ async fn a_file_and_a_directory_arrive_intact_through_relays_from_two_seeders() 
         relayed >= 2.0 * size as f64,
         "relays carried {relayed} bytes for a {size}-byte file"
     );
+    // The data time (first block to the end) is reported and within the run.
+    let (total, data) = summary_times(&stdout);
+    assert!(data > 0.0 && data <= total + 0.05, "{data} s of {total} s");
     // No circuit with fewer than 2 relays: not at the downloader's end…
     let relays = circuit_relays(&stdout);
     assert!(relays.iter().all(|r| *r >= 2), "{relays:?}");
