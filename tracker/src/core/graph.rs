@@ -411,11 +411,24 @@ impl NeighbourGraph {
         }
     }
 
-    /// Neighbours of a peer as (peer, nid), for path search.
+    /// Neighbours of a peer as (peer, nid), for path search: straight from
+    /// the edge list, in no particular order. Path search calls this for
+    /// every vertex it touches, and in a well-mixed overlay a search touches
+    /// many, so it skips the sorted `NeighbourEntry` set `neighbours` builds.
     pub fn adjacent(&self, id: PeerId) -> Vec<(PeerId, Nid)> {
-        self.neighbours(id)
-            .into_iter()
-            .map(|n| (n.peer, n.nid))
+        let Some(&ix) = self.index.get(&id) else {
+            return Vec::new();
+        };
+        self.g
+            .edges(ix)
+            .filter_map(|e| {
+                let other = if e.source() == ix {
+                    e.target()
+                } else {
+                    e.source()
+                };
+                Some((self.g.node_weight(other)?.id, e.weight().nid))
+            })
             .collect()
     }
 
