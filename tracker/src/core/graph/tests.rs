@@ -133,8 +133,8 @@ fn failed_nid_drops_both_ends_and_other_end_is_told() {
 }
 
 /// A peer that died is reported by its neighbours one link at a time; it
-/// has the lowest degree left, so without suspicion every refill would pick
-/// it again. It gets nothing until it announces itself.
+/// has the most room left, so without suspicion refills would keep handing
+/// it out. It gets nothing until it announces itself.
 #[test]
 fn a_peer_reported_dead_gets_no_edges_until_it_announces() {
     let mut g = NeighbourGraph::new(GraphConfig::default());
