@@ -20,6 +20,12 @@
 //! exceeds `max_degree`: it only adds edges between peers with room, or
 //! replaces an edge `Y–Z` by the path `Y–X–Z`.
 //!
+//! Limit: in an overlay where every edge of the drawn full peers carries
+//! planned circuits (counted for the Graph actor's load window), no draw
+//! finds an idle edge and the refill falls back to the scan, i.e. to the
+//! peers that still have room. Breaking live circuits to place a newcomer
+//! evenly is the other choice; this code prefers keeping circuits.
+//!
 //! Cost: a draw is O(1) (a random slot of the vertex table, rejected if
 //! empty or not eligible), so a refill costs O(want × degree) in a healthy
 //! graph. Only when `DRAWS_PER_SLOT` draws per missing link all miss (tiny
