@@ -24,7 +24,9 @@
 //! planned circuits (counted for the Graph actor's load window), no draw
 //! finds an idle edge and the refill falls back to the scan, i.e. to the
 //! peers that still have room. Breaking live circuits to place a newcomer
-//! evenly is the other choice; this code prefers keeping circuits.
+//! evenly is the other choice; this code prefers keeping circuits. Once
+//! the old peers' spare slots are used up, a second wave of newcomers into
+//! a loaded overlay links mostly to itself again (BENCHMARKS.md, issue 7).
 //!
 //! Cost: a draw is O(1) (a random slot of the vertex table, rejected if
 //! empty or not eligible), so a refill costs O(want × degree) in a healthy
