@@ -401,3 +401,44 @@ fn late_newcomers_get_neighbours_across_the_whole_graph() {
         }
     }
 }
+
+/// A full peer hands a newcomer only an edge that carries no planned
+/// circuit: joining never breaks a circuit while an idle edge exists.
+#[test]
+fn a_newcomer_takes_over_only_idle_edges() {
+    let cfg = GraphConfig {
+        min_degree: 3,
+        max_degree: 3,
+        ..Default::default()
+    };
+    let mut g = NeighbourGraph::new(cfg);
+    let mut rng = StdRng::seed_from_u64(25);
+    for i in 0..20 {
+        join(&mut g, &mut rng, i, i as u8);
+    }
+    let mut edges: Vec<(PeerId, PeerId)> = Vec::new();
+    for v in g.peers() {
+        for (u, _) in g.adjacent(v.id) {
+            if v.id < u {
+                edges.push((v.id, u));
+            }
+        }
+    }
+    let idle = edges.pop().unwrap();
+    for (a, b) in &edges {
+        g.account_path(&[*a, *b], true);
+    }
+    join(&mut g, &mut rng, 20, 20);
+    for (a, b) in &edges {
+        assert!(g.nid_between(*a, *b).is_some(), "a loaded edge was split");
+    }
+    let got: HashSet<PeerId> = g.adjacent(pid(20)).into_iter().map(|(u, _)| u).collect();
+    assert_eq!(
+        got,
+        HashSet::from([idle.0, idle.1]),
+        "the idle edge was not taken"
+    );
+    assert!(g.nid_between(idle.0, idle.1).is_none());
+    assert_views_agree(&g);
+    assert_connected(&g);
+}
