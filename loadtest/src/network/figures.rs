@@ -213,10 +213,15 @@ pub fn build(a: &NetworkArgs, c: Collected) -> Report {
     let sum = |name: &str| c.peers.iter().map(|(_, s)| s.sum(name)).sum::<f64>() as u64;
     let mut setup = Hist::default();
     let mut relay_by_role: BTreeMap<String, u64> = BTreeMap::new();
+    let mut relay_mib_by_role: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for (role, s) in &c.peers {
         setup.add(&s.histogram("anomos_circuit_setup_seconds"));
-        *relay_by_role.entry(role.as_str().to_owned()).or_default() +=
-            s.sum("anomos_relay_bytes_total") as u64;
+        let relayed = s.sum("anomos_relay_bytes_total");
+        *relay_by_role.entry(role.as_str().to_owned()).or_default() += relayed as u64;
+        relay_mib_by_role
+            .entry(role.as_str().to_owned())
+            .or_default()
+            .push(relayed / 1048576.0);
     }
     let tracker = tracker_figures(&c);
     let mean_relays = c.tracker_end.histogram("anomos_tracker_path_relays").mean();
@@ -265,6 +270,10 @@ pub fn build(a: &NetworkArgs, c: Collected) -> Report {
         traffic: Traffic {
             relay_bytes: sum("anomos_relay_bytes_total"),
             relay_bytes_by_role: relay_by_role,
+            relay_mib_per_peer_by_role: relay_mib_by_role
+                .iter()
+                .map(|(role, v)| (role.clone(), spread(v)))
+                .collect(),
             uploaded_bytes: sum("anomos_uploaded_bytes_total"),
             downloaded_bytes: sum("anomos_downloaded_bytes_total"),
         },
@@ -416,6 +425,8 @@ mod tests {
         assert_eq!(c.setup.mean_ms, 10.0);
         assert_eq!(r.traffic.relay_bytes, 2000);
         assert_eq!(r.traffic.relay_bytes_by_role["downloader"], 1000);
+        let per = &r.traffic.relay_mib_per_peer_by_role["downloader"];
+        assert_eq!((per.min, per.max), (0.0, 0.0), "1000 B is 0.00 MiB");
         let t = &r.tracker;
         assert_eq!(t.announces.get("ok"), Some(&40));
         assert!(

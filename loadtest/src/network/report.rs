@@ -181,6 +181,9 @@ pub struct Traffic {
     pub relay_bytes: u64,
     /// The same by role.
     pub relay_bytes_by_role: BTreeMap<String, u64>,
+    /// MiB relayed per peer of each role: whether relaying is spread over
+    /// a role's peers or piles up on a few.
+    pub relay_mib_per_peer_by_role: BTreeMap<String, Spread>,
     /// `anomos_uploaded_bytes_total`, all peers.
     pub uploaded_bytes: u64,
     /// `anomos_downloaded_bytes_total`, all peers.
@@ -379,6 +382,20 @@ impl Report {
             tr.uploaded_bytes as f64 / 1048576.0,
             tr.downloaded_bytes as f64 / 1048576.0
         );
+        for (role, bytes) in &tr.relay_bytes_by_role {
+            let per = tr
+                .relay_mib_per_peer_by_role
+                .get(role)
+                .copied()
+                .unwrap_or_default();
+            o += &format!(
+                "    relayed by {role}s: {:.1} MiB; per peer min {:.1} median {:.1} max {:.1} MiB\n",
+                *bytes as f64 / 1048576.0,
+                per.min,
+                per.median,
+                per.max
+            );
+        }
         let k = &self.tracker;
         o += &format!(
             "  tracker: announces {:?}; {:.1}/s over the run, {:.1}/s while downloading; \

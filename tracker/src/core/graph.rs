@@ -19,8 +19,6 @@ use std::net::{IpAddr, SocketAddr};
 use anomos_common::{Nid, PeerId};
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableUnGraph};
 use petgraph::visit::EdgeRef;
-use rand::seq::SliceRandom;
-use rand::Rng;
 
 /// Knobs of neighbour assignment.
 #[derive(Debug, Clone)]
@@ -330,84 +328,6 @@ impl NeighbourGraph {
         }
     }
 
-    /// Give the peer new neighbours until it has `min_degree` (counting
-    /// pending claims), preferring reachable peers of low degree and load.
-    /// Returns the peers that got a new edge (the other ends).
-    pub fn refill<R: Rng + ?Sized>(&mut self, id: PeerId, rng: &mut R) -> Vec<PeerId> {
-        let mut added = Vec::new();
-        let Some(&ix) = self.index.get(&id) else {
-            return added;
-        };
-        if !self.g.node_weight(ix).is_some_and(Vertex::usable) {
-            return added;
-        }
-        let want = self
-            .cfg
-            .min_degree
-            .saturating_sub(self.degree(ix) + self.claim_count(id));
-        if want == 0 {
-            return added;
-        }
-        let mut cands: Vec<(usize, u64, NodeIndex)> = self
-            .g
-            .node_indices()
-            .filter(|&o| o != ix && self.can_link(ix, o))
-            .filter_map(|o| {
-                let v = self.g.node_weight(o)?;
-                Some((v.degree() + self.claim_count(v.id), v.load() as u64, o))
-            })
-            .collect();
-        cands.shuffle(rng);
-        cands.sort_by_key(|&(d, l, _)| (d, l));
-        for (_, _, o) in cands {
-            if added.len() >= want {
-                break;
-            }
-            if let Some(nid) = self.free_common_nid(ix, o) {
-                self.add_edge(ix, o, nid, id);
-                if let Some(v) = self.g.node_weight(o) {
-                    added.push(v.id);
-                }
-            }
-        }
-        while added.len() + 2 <= want {
-            match self.split_edge_for(ix) {
-                Some((y, z)) => added.extend([y, z]),
-                None => break,
-            }
-        }
-        added
-    }
-
-    /// When every compatible peer is full, rewire: take an edge `Y–Z` (the
-    /// least loaded one) between two non-neighbours of `X` and replace it by
-    /// `X–Y` and `X–Z`. `Y` and `Z` keep their degree, `X` gains two; `Y` and
-    /// `Z` learn the dropped NID like any other drop.
-    fn split_edge_for(&mut self, x: NodeIndex) -> Option<(PeerId, PeerId)> {
-        let xid = self.g.node_weight(x)?.id;
-        let best = self
-            .g
-            .edge_indices()
-            .filter_map(|e| {
-                let (y, z) = self.g.edge_endpoints(e)?;
-                let ok = [y, z].iter().all(|&w| {
-                    w != x
-                        && self.g.find_edge(x, w).is_none()
-                        && self.ip_ok(x, w)
-                        && self.g.node_weight(w).is_some_and(Vertex::usable)
-                });
-                ok.then(|| (self.g.edge_weight(e).map_or(0, |l| l.circuits), e, y, z))
-            })
-            .min_by_key(|(load, ..)| *load)?;
-        let (_, e, y, z) = best;
-        self.drop_edge(e, None);
-        let n1 = self.free_common_nid(x, y)?;
-        self.add_edge(x, y, n1, xid);
-        let n2 = self.free_common_nid(x, z)?;
-        self.add_edge(x, z, n2, xid);
-        Some((self.g.node_weight(y)?.id, self.g.node_weight(z)?.id))
-    }
-
     /// The peer's full current neighbour set, sorted by NID.
     pub fn neighbours(&self, id: PeerId) -> Vec<NeighbourEntry> {
         let Some(&ix) = self.index.get(&id) else {
@@ -491,11 +411,24 @@ impl NeighbourGraph {
         }
     }
 
-    /// Neighbours of a peer as (peer, nid), for path search.
+    /// Neighbours of a peer as (peer, nid), for path search: straight from
+    /// the edge list, in no particular order. Path search calls this for
+    /// every vertex it touches, and in a well-mixed overlay a search touches
+    /// many, so it skips the sorted `NeighbourEntry` set `neighbours` builds.
     pub fn adjacent(&self, id: PeerId) -> Vec<(PeerId, Nid)> {
-        self.neighbours(id)
-            .into_iter()
-            .map(|n| (n.peer, n.nid))
+        let Some(&ix) = self.index.get(&id) else {
+            return Vec::new();
+        };
+        self.g
+            .edges(ix)
+            .filter_map(|e| {
+                let other = if e.source() == ix {
+                    e.target()
+                } else {
+                    e.source()
+                };
+                Some((self.g.node_weight(other)?.id, e.weight().nid))
+            })
             .collect()
     }
 
@@ -692,5 +625,6 @@ impl NeighbourGraph {
     }
 }
 
+mod assign;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -6,6 +6,8 @@ use rand::SeedableRng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use crate::core::graph::tests::{staged_network, Staged};
+
 fn pid(i: u32) -> PeerId {
     let mut b = [0u8; 32];
     b[..4].copy_from_slice(&i.to_be_bytes());
@@ -72,7 +74,7 @@ fn thousand_plans_are_valid_varied_and_spread() {
         "{lengths:?}"
     );
     for (k, n) in &lengths {
-        assert!(*n > 200, "relay count {k} drawn only {n} times");
+        assert!(*n > 280, "relay count {k} drawn only {n} times");
     }
 }
 
@@ -197,4 +199,65 @@ fn credit_tiers_count_relaying_and_uploads_against_downloads() {
     assert_eq!(p.tier(0, 1000, 1000), 3, "relaying alone reaches the top");
     assert_eq!(p.tier(0, 0, 5), 3, "a pure relay");
     assert_eq!(p.tier(u64::MAX, 1, u64::MAX), 3);
+}
+
+/// Share of relay positions taken by each role when every newcomer of a
+/// [`staged_network`] plans `circuits` circuits to `dests(newcomer)`, with
+/// load accounted as the Graph actor does.
+fn relay_shares(
+    seed: u64,
+    circuits: usize,
+    dests: impl Fn(&Staged, PeerId) -> Vec<PeerId>,
+) -> (f64, f64, f64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut g = NeighbourGraph::new(GraphConfig::default());
+    let s = staged_network(&mut g, &mut rng, 150, 10, 40);
+    let cfg = PlanConfig::default();
+    let relays: HashSet<PeerId> = s.relays.iter().copied().collect();
+    let seeders: HashSet<PeerId> = s.seeders.iter().copied().collect();
+    let (mut on_relays, mut on_seeders, mut on_newcomers) = (0usize, 0usize, 0usize);
+    for n in &s.newcomers {
+        for p in plan(&g, &mut rng, &cfg, *n, &dests(&s, *n), circuits) {
+            assert_valid(&g, &p, &cfg);
+            g.account_path(&p.hops, true);
+            for r in &p.hops[1..p.hops.len() - 1] {
+                if relays.contains(r) {
+                    on_relays += 1;
+                } else if seeders.contains(r) {
+                    on_seeders += 1;
+                } else {
+                    on_newcomers += 1;
+                }
+            }
+        }
+    }
+    let all = (on_relays + on_seeders + on_newcomers).max(1) as f64;
+    (
+        on_relays as f64 / all,
+        on_seeders as f64 / all,
+        on_newcomers as f64 / all,
+    )
+}
+
+/// Issue 7: with 150 relay-only peers, 10 seeders and 40 late downloaders,
+/// relay positions must fall on the relay-only peers at least in
+/// proportion to their number (150 of the 199 possible relays, 0.76) and on
+/// the downloaders at most in proportion (39 of 199, 0.2), both towards the
+/// seeders and between two downloaders. The first version gave relay-only
+/// peers 0.002 and 0.0 of the positions, downloaders 0.74 and 0.98.
+#[test]
+fn late_downloaders_relay_through_relay_only_peers() {
+    let to_seeders = |s: &Staged, _: PeerId| s.seeders.clone();
+    let (relay, seeder, newcomer) = relay_shares(31, 10, to_seeders);
+    assert!(
+        relay > 0.76 && newcomer < 0.2,
+        "to seeders: relays {relay:.2}, seeders {seeder:.2}, downloaders {newcomer:.2}"
+    );
+    let to_peers =
+        |s: &Staged, me: PeerId| s.newcomers.iter().copied().filter(|p| *p != me).collect();
+    let (relay, seeder, newcomer) = relay_shares(32, 10, to_peers);
+    assert!(
+        relay > 0.76 && newcomer < 0.2,
+        "between downloaders: relays {relay:.2}, seeders {seeder:.2}, downloaders {newcomer:.2}"
+    );
 }
