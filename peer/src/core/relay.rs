@@ -330,6 +330,8 @@ impl RelayCore {
             return;
         };
         self.metrics.circuits_active.set(self.circuits.len() as i64);
+        // Whatever is still queued goes with the circuit.
+        self.metrics.queued_cells.sub(circuit_queued(&c) as i64);
         let local_dir = c.endpoint_dir();
         let mut leftover = Vec::new();
         if let Some(side) = local_dir.and_then(|d| c.side_mut(d)) {
@@ -459,6 +461,12 @@ impl RelayCore {
             .unwrap_or(0)
     }
 
+    /// DATA cells queued over every circuit and direction (what the
+    /// `anomos_relay_queued_cells` gauge tracks).
+    pub fn queued_cells(&self) -> usize {
+        self.circuits.values().map(circuit_queued).sum()
+    }
+
     /// Bytes waiting in `link`'s outbound buffer.
     pub fn outbound_len(&self, link: LinkId) -> usize {
         self.links.get(&link).map_or(0, |l| l.out.len())
@@ -522,6 +530,16 @@ fn same_header_run(cells: &[u8]) -> usize {
         .take_while(|c| &c[..CELL_HEADER_LEN] == head)
         .count();
     1 + more
+}
+
+/// DATA cells queued on both sides of `c`.
+fn circuit_queued(c: &Circuit) -> usize {
+    let sides = [Some(&c.back), c.fwd.as_ref()];
+    sides
+        .into_iter()
+        .flatten()
+        .map(|s| s.flow.queue.len())
+        .sum()
 }
 
 /// Return credit on a side once half a window has left its queue.

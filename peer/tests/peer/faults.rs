@@ -23,6 +23,9 @@ mod malicious;
 #[path = "faults/memory.rs"]
 mod memory;
 
+#[path = "faults/memory_relay.rs"]
+mod memory_relay;
+
 #[path = "faults/wire.rs"]
 mod wire;
 

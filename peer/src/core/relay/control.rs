@@ -261,6 +261,7 @@ impl RelayCore {
             return false;
         }
         src.end = End::Gone;
+        self.metrics.queued_cells.sub(dst.flow.queue.len() as i64);
         dst.flow.queue.clear();
         c.stage = Stage::Draining {
             toward: from.opposite(),
