@@ -34,6 +34,10 @@ pub struct PeerConfig {
     pub tracker_retry_ms: u64,
     /// Longest retry delay when the tracker is unreachable.
     pub tracker_retry_max_ms: u64,
+    /// First delay before asking again for circuits an announce did not
+    /// grant; doubles while answers grant nothing, up to the announce
+    /// interval (`core::reask`).
+    pub circuit_reask_ms: u64,
     /// First re-dial delay of a neighbour link.
     pub dial_retry_ms: u64,
     /// Longest re-dial delay of a neighbour link.
@@ -66,6 +70,7 @@ impl Default for PeerConfig {
             min_announce_gap_ms: 1000,
             tracker_retry_ms: 1000,
             tracker_retry_max_ms: 60_000,
+            circuit_reask_ms: 1000,
             dial_retry_ms: 250,
             dial_retry_max_ms: 30_000,
             dial_failures_reported: 3,

@@ -317,6 +317,7 @@ where
         min_gap: Duration::from_millis(cfg.min_announce_gap_ms),
         retry: Duration::from_millis(cfg.tracker_retry_ms),
         retry_max: Duration::from_millis(cfg.tracker_retry_max_ms),
+        reask: Duration::from_millis(cfg.circuit_reask_ms),
     };
     let announcer = Rc::new(HttpsAnnouncer {
         id: id.clone(),

@@ -314,6 +314,7 @@ pub fn tracker_and_relay(
         min_gap: Duration::from_millis(50),
         retry: Duration::from_millis(40),
         retry_max: Duration::from_millis(400),
+        reask: Duration::from_millis(40),
     };
     let id = Rc::new(PeerIdentity::generate().unwrap());
     let metrics = Metrics::new().unwrap();

@@ -7,7 +7,10 @@
 //! actor), a circuit fails or a neighbour misbehaves ([`CircuitFailed`],
 //! [`NeighbourMisbehaved`], from the Relay actor), an incoming link names a
 //! NID we do not know yet ([`UnknownNidSeen`], from the listener), or a
-//! download wants circuits ([`WantCircuits`]). An unreachable tracker is
+//! download wants circuits ([`WantCircuits`]); an answer that granted
+//! fewer circuits than wanted is followed by another after a short delay
+//! (`core::reask`: 1 s by default, doubling while answers grant nothing,
+//! up to the interval). An unreachable tracker is
 //! retried with exponential back-off and jitter, and early requests wait
 //! for that retry. A response starts and stops Neighbor actors and sends
 //! each circuit grant to the Relay actor.
@@ -42,6 +45,7 @@ use super::relay::{
 };
 use super::Plane;
 use crate::core::backoff::Backoff;
+use crate::core::reask::Reask;
 use crate::error::TrackerError;
 use crate::metrics::Metrics;
 use crate::net::NeighbourTable;
@@ -108,6 +112,8 @@ pub struct TrackerSettings {
     pub retry: Duration,
     /// Longest back-off.
     pub retry_max: Duration,
+    /// First delay before asking again for circuits not granted.
+    pub reask: Duration,
 }
 
 /// The actor (see module docs).
@@ -125,6 +131,8 @@ pub struct Tracker<P: Plane> {
     /// The tracker took our `started` announce.
     started: bool,
     backoff: Backoff,
+    /// When to ask again for circuits an answer did not grant.
+    reask: Reask,
     /// The next scheduled announce.
     timer: Option<(Instant, SpawnHandle)>,
     /// An announce is in flight; `early` asks for another when it ends.
@@ -153,6 +161,7 @@ impl<P: Plane> Tracker<P> {
         table: watch::Sender<NeighbourTable>,
     ) -> Self {
         let backoff = Backoff::new(set.retry, set.retry_max);
+        let reask = Reask::new(set.reask);
         Tracker {
             announcer,
             id,
@@ -166,6 +175,7 @@ impl<P: Plane> Tracker<P> {
             torrents: Torrents::default(),
             started: false,
             backoff,
+            reask,
             timer: None,
             announcing: false,
             early: false,
@@ -253,8 +263,13 @@ impl<P: Plane> Tracker<P> {
                 }
                 self.torrents.announced();
                 let interval = Duration::from_secs(u64::from(resp.interval_secs).max(1));
+                let granted = resp.circuits.len();
                 self.apply(resp, held, ctx);
-                Instant::now() + interval
+                // Fewer circuits than wanted: ask again well before the
+                // interval, never closer than the minimum gap.
+                let short = self.torrents.short();
+                let delay = self.reask.answered(short, granted, interval);
+                Instant::now() + delay.max(self.set.min_gap)
             }
             Err(e) => {
                 self.metrics.announces.with_label_values(&[e.kind()]).inc();

@@ -25,6 +25,7 @@ mod memory;
 
 #[path = "faults/memory_relay.rs"]
 mod memory_relay;
+pub use memory_relay::one_relay_path;
 
 #[path = "faults/wire.rs"]
 mod wire;

@@ -44,24 +44,9 @@ async fn a_relay_with_many_stalled_circuits_stays_bounded_and_drains() {
 
 async fn scenario() {
     let started = Instant::now();
-    let config = LabConfig {
-        tracker_toml: "min_relays = 1\nmax_relays = 1\nrate_per_peer = 1000.0\n\
-                       burst_per_peer = 1000.0\n"
-            .into(),
-        ..LabConfig::default()
-    };
-    let lab = Lab::start_with(1, config).await;
+    let rate = "rate_per_peer = 1000.0\nburst_per_peer = 1000.0\n";
+    let (lab, exit, origin) = one_relay_path(5, rate).await;
     let relay = &lab.relays[0];
-    let exit = endpoint(&lab).await;
-    let origin = endpoint(&lab).await;
-    let linked = within(Duration::from_secs(30), || async {
-        relay.metric("anomos_neighbors_connected").await == 2.0
-            && [&exit, &origin]
-                .iter()
-                .all(|p| p.metrics.neighbors_connected.get() == 2)
-    })
-    .await;
-    assert!(linked.is_some(), "the three peers did not link up");
     let rest = rss_kib(relay.pid());
 
     // Open the circuits one request at a time (the tracker plans at most
@@ -215,6 +200,32 @@ async fn scenario() {
     assert!(after <= bound);
     origin.stop().await;
     exit.stop().await;
+}
+
+/// A lab whose tracker (announce interval `interval_secs`) plans every
+/// circuit through exactly one relay (more settings in `tracker_toml`),
+/// one `anomos relay` process, and two in-process peers (the exit, then
+/// the originator), all linked up: the relay process is the only path
+/// between them.
+pub async fn one_relay_path(interval_secs: u64, tracker_toml: &str) -> (Lab, Peer, Peer) {
+    let config = LabConfig {
+        interval_secs,
+        tracker_toml: format!("min_relays = 1\nmax_relays = 1\n{tracker_toml}"),
+        ..LabConfig::default()
+    };
+    let lab = Lab::start_with(1, config).await;
+    let exit = endpoint(&lab).await;
+    let origin = endpoint(&lab).await;
+    let relay = &lab.relays[0];
+    let linked = within(Duration::from_secs(30), || async {
+        relay.metric("anomos_neighbors_connected").await == 2.0
+            && [&exit, &origin]
+                .iter()
+                .all(|p| p.metrics.neighbors_connected.get() == 2)
+    })
+    .await;
+    assert!(linked.is_some(), "the three peers did not link up");
+    (lab, exit, origin)
 }
 
 /// An in-process peer of the lab (ephemeral identity, short announce gap).
