@@ -56,6 +56,16 @@ pub struct PeerConfig {
     /// Keep-alive PADDING goes out after a third of it (at most 20 s), so
     /// neighbours should agree on it.
     pub link_idle_timeout_ms: u64,
+    /// CREATE → open end-to-end channel must finish within this, at the
+    /// originator and at every hop; a circuit stuck behind a relay that
+    /// never forwards costs its download this long. 10 s: set-up takes
+    /// milliseconds on an idle network and stayed under 5 s (p99) even in
+    /// a 200-peer process on 0.7 of a core (BENCHMARKS.md).
+    pub circuit_setup_timeout_ms: u64,
+    /// TEST ONLY (`CoreConfig::swallow_creates`): not read from files; the
+    /// `anomos relay` command sets it from `ANOMOS_TEST_SWALLOW_CREATES=1`.
+    #[serde(skip)]
+    pub test_swallow_creates: bool,
 }
 
 impl Default for PeerConfig {
@@ -78,6 +88,8 @@ impl Default for PeerConfig {
             unknown_nid_wait_ms: 5_000,
             tracker_timeout_ms: 20_000,
             link_idle_timeout_ms: 60_000,
+            circuit_setup_timeout_ms: 10_000,
+            test_swallow_creates: false,
         }
     }
 }
@@ -145,6 +157,8 @@ impl PeerConfig {
         if self.handshake_timeout_ms == 0
             || self.tracker_timeout_ms == 0
             || self.link_idle_timeout_ms == 0
+            || self.circuit_setup_timeout_ms == 0
+            || self.circuit_reask_ms == 0
         {
             return bad("timeouts must be positive");
         }

@@ -52,6 +52,22 @@ use crate::net::NeighbourTable;
 
 /// Events and requests queued at most (the listener uses `try_send`).
 const MAILBOX: usize = 64;
+/// Failed circuit ids kept for the next announce at most (the oldest
+/// reports are the least useful; the body stays far under its limit).
+const MAX_FAILED_CIRCUITS: usize = 256;
+
+/// Whether a grant that failed with `why` (`CircuitError::kind`) failed on
+/// its path, after CREATE went out: a BREAK before the channel opened, or
+/// the set-up timeout. Those are reported so the tracker can find relays
+/// that keep failing set-ups. Not reported: grants we could not send (no
+/// link, bad grant, our own layer), and `link_lost` (a dead link is
+/// reported by its NID instead).
+pub fn failed_on_path(why: &str) -> bool {
+    matches!(
+        why,
+        "timeout" | "setup_timeout" | "refused" | "overloaded" | "protocol" | "none" | "destroyed"
+    )
+}
 
 /// An incoming link named a NID the neighbour table does not hold yet (the
 /// tracker may have told the other end first). Sent by the link listener;
@@ -127,6 +143,8 @@ pub struct Tracker<P: Plane> {
     table: watch::Sender<NeighbourTable>,
     neighbours: HashMap<Nid, (Neighbour, Addr<Neighbor<P>>)>,
     failed: BTreeSet<Nid>,
+    /// Ids of grants that failed on their path, for the next announce.
+    failed_circuits: BTreeSet<u64>,
     torrents: Torrents<P::Stream>,
     /// The tracker took our `started` announce.
     started: bool,
@@ -172,6 +190,7 @@ impl<P: Plane> Tracker<P> {
             table,
             neighbours: HashMap::new(),
             failed: BTreeSet::new(),
+            failed_circuits: BTreeSet::new(),
             torrents: Torrents::default(),
             started: false,
             backoff,
@@ -233,18 +252,18 @@ impl<P: Plane> Tracker<P> {
             .into_actor(self)
             .then(move |stats, act, _| {
                 let req = act.request(event, stats.unwrap_or_default());
-                let failed = req.failed_nids.clone();
+                let failed = (req.failed_nids.clone(), req.failed_circuits.clone());
                 let held: BTreeSet<Nid> = req.held_links.iter().map(|h| h.nid).collect();
                 let exchange = act.announcer.announce(req);
                 async move { (failed, held, exchange.await) }.into_actor(act)
             })
-            .map(|(failed, held, res), act, ctx| act.answered(&failed, &held, res, ctx));
+            .map(|(failed, held, res), act, ctx| act.answered(failed, &held, res, ctx));
         ctx.spawn(fut);
     }
 
     fn answered(
         &mut self,
-        failed: &[Nid],
+        (failed, circuits): (Vec<Nid>, Vec<u64>),
         held: &BTreeSet<Nid>,
         res: Result<AnnounceResponse, TrackerError>,
         ctx: &mut Context<Self>,
@@ -258,8 +277,11 @@ impl<P: Plane> Tracker<P> {
                 self.metrics.announces.with_label_values(&["ok"]).inc();
                 self.backoff.reset();
                 self.started = true;
-                for nid in failed {
+                for nid in &failed {
                     self.failed.remove(nid);
+                }
+                for id in &circuits {
+                    self.failed_circuits.remove(id);
                 }
                 self.torrents.announced();
                 let interval = Duration::from_secs(u64::from(resp.interval_secs).max(1));
@@ -304,6 +326,7 @@ impl<P: Plane> Tracker<P> {
                 .into_iter()
                 .map(|(nid, peer)| HeldLink { nid, peer })
                 .collect(),
+            failed_circuits: self.failed_circuits.iter().copied().collect(),
         }
     }
 
@@ -356,7 +379,7 @@ impl<P: Plane> Tracker<P> {
     }
 
     fn originate(&mut self, grant: anomos_common::api::CircuitGrant, ctx: &mut Context<Self>) {
-        let infohash = grant.infohash;
+        let (infohash, id) = (grant.infohash, grant.id);
         let Some(deliver) = self.torrents.grant(infohash) else {
             return;
         };
@@ -365,6 +388,14 @@ impl<P: Plane> Tracker<P> {
             let ok = matches!(res, Ok(Ok(())));
             if let Ok(Err(why)) = res {
                 tracing::info!(why, "circuit failed to open");
+                // Bounded while the tracker is away: ids are random, so the
+                // smallest is an arbitrary one to drop.
+                if failed_on_path(why) {
+                    act.failed_circuits.insert(id);
+                    while act.failed_circuits.len() > MAX_FAILED_CIRCUITS {
+                        act.failed_circuits.pop_first();
+                    }
+                }
             }
             // A failed circuit is asked for again at once.
             if act.torrents.settled(infohash, ok) {

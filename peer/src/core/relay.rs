@@ -57,18 +57,24 @@ pub struct CoreConfig {
     /// Control cells one link may have waiting for its writer; a neighbour
     /// that floods us with requests while not reading our answers is closed.
     pub max_ctrl_cells: usize,
+    /// TEST ONLY: take every CREATE and do nothing with it (no peel, no
+    /// forward, no BREAK), like a relay that black-holes set-ups. Set only
+    /// by the `anomos` binary from `ANOMOS_TEST_SWALLOW_CREATES=1`, for the
+    /// fault suite; never from a config file.
+    pub swallow_creates: bool,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             window: 256,
-            setup_timeout: Duration::from_secs(30),
+            setup_timeout: Duration::from_secs(10),
             break_timeout: Duration::from_secs(30),
             max_pending_peels: 256,
             max_circuits: 10_000,
             violation_limit: 16,
             max_ctrl_cells: 16_384,
+            swallow_creates: false,
         }
     }
 }

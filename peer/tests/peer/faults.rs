@@ -25,7 +25,10 @@ mod memory;
 
 #[path = "faults/memory_relay.rs"]
 mod memory_relay;
-pub use memory_relay::one_relay_path;
+pub use memory_relay::{endpoint, one_relay_path};
+
+#[path = "faults/blackhole.rs"]
+mod blackhole;
 
 #[path = "faults/wire.rs"]
 mod wire;

@@ -205,3 +205,65 @@ async fn circuits_not_granted_are_asked_for_again_with_growing_delays() {
     let last = &ann.seen.borrow()[n - 1];
     assert_eq!(last.req.torrents[0].circuits_wanted, 0);
 }
+
+/// A grant that fails on its path (BREAK or set-up timeout) is reported
+/// by id in the next announce, once; one that could not even be sent
+/// (`no_link`) is not.
+#[actix::test]
+async fn grants_that_fail_on_their_path_are_reported_by_id() {
+    for (why, reported) in [
+        ("timeout", true),
+        ("setup_timeout", true),
+        ("no_link", false),
+    ] {
+        let (plane, ann) = setup();
+        plane.log.borrow_mut().originate_error = Some(why);
+        let h = anomos_common::InfoHash([6; 32]);
+        let grant = |id| anomos_common::api::CircuitGrant {
+            infohash: h,
+            code: Vec::new(),
+            layer_keys: Vec::new(),
+            circuit_secret: anomos_common::crypto::CircuitSecret([0; 32]),
+            expiry: 0,
+            id,
+        };
+        let mut r = idle_response();
+        r.circuits = vec![grant(41), grant(42)];
+        ann.replies.borrow_mut().push_back(Ok(r));
+        let (deliver, _rx) = tokio::sync::mpsc::channel(2);
+        let (tracker, _relay, _table) = tracker_and_relay(&plane, &ann);
+        tracker
+            .send(WantCircuits {
+                infohash: h,
+                n: 2,
+                deliver,
+            })
+            .await
+            .unwrap();
+        // The failed grants are asked for again at once; that announce
+        // carries their ids, the one after does not repeat them.
+        assert!(announces(&ann, 3, Duration::from_secs(2)).await, "{why}");
+        let seen = ann.seen.borrow();
+        let ids: Vec<Vec<u64>> = seen.iter().map(|s| s.req.failed_circuits.clone()).collect();
+        let want: Vec<u64> = if reported { vec![41, 42] } else { vec![] };
+        assert!(ids[0].is_empty(), "{why}: {ids:?}");
+        assert_eq!(ids[1], want, "{why}: {ids:?}");
+        assert!(ids[2..].iter().all(Vec::is_empty), "{why}: {ids:?}");
+    }
+}
+
+#[test]
+fn only_failures_after_create_count_as_path_failures() {
+    for why in [
+        "timeout",
+        "setup_timeout",
+        "refused",
+        "overloaded",
+        "protocol",
+    ] {
+        assert!(failed_on_path(why), "{why}");
+    }
+    for why in ["no_link", "bad_grant", "link_lost", "bad_mac", "expired"] {
+        assert!(!failed_on_path(why), "{why}");
+    }
+}

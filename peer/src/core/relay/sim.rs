@@ -91,6 +91,7 @@ impl Net {
             max_circuits: 1000,
             violation_limit: 1,
             max_ctrl_cells: 100_000,
+            swallow_creates: false,
         };
         let peers: Vec<Peer> = (0..n)
             .map(|i| Peer {

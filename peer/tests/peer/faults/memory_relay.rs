@@ -22,7 +22,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::faults::{rss_kib, within};
 use crate::lab::{Lab, LabConfig};
-use crate::util::PEER_TOML;
 
 /// Circuits through the one relay.
 const CIRCUITS: usize = 200;
@@ -228,9 +227,11 @@ pub async fn one_relay_path(interval_secs: u64, tracker_toml: &str) -> (Lab, Pee
     (lab, exit, origin)
 }
 
-/// An in-process peer of the lab (ephemeral identity, short announce gap).
-async fn endpoint(lab: &Lab) -> Peer {
-    let mut cfg: PeerConfig = toml::from_str(PEER_TOML).unwrap();
+/// An in-process peer of the lab (the lab's peer settings, an ephemeral
+/// identity, a short announce gap).
+pub async fn endpoint(lab: &Lab) -> Peer {
+    let toml = std::fs::read_to_string(lab.dir.path().join("peer.toml")).unwrap();
+    let mut cfg: PeerConfig = toml::from_str(&toml).unwrap();
     cfg.tracker = lab.url.clone();
     cfg.tracker_pin = Some(Pin::from_hex(&lab.pin).unwrap());
     cfg.listen = "127.0.0.1:0".parse().unwrap();
