@@ -18,8 +18,10 @@
 //! * it must fail clearly more often than the paths that avoid it
 //!   (`factor` ×), so a network-wide problem (or an originator whose own
 //!   link is down) excludes nobody;
-//! * exclusions are decided greedily, worst rate first, and a failed path
-//!   through an excluded relay counts against nobody else ("explained").
+//! * exclusions are decided greedily, the relay on the most failed paths
+//!   first (a bad relay is on every path it broke, a co-hop only on some),
+//!   and a failed path through an excluded relay counts against nobody
+//!   else ("explained").
 //!
 //! A reporter cannot aim at a chosen relay: it never learns who is on its
 //! paths, and only ids granted to it count. An excluded relay gets no relay
@@ -246,7 +248,7 @@ impl SetupHealth {
                 }
             }
             let (all_f, all_p) = (failed.len() as f64, planned.len() as f64);
-            let mut worst: Option<(f64, PeerId)> = None;
+            let mut worst: Option<((u32, f64), PeerId)> = None;
             for (r, fr) in &f {
                 let pr = f64::from(p.get(r).copied().unwrap_or(0).max(*fr));
                 let rate = f64::from(*fr) / pr;
@@ -255,8 +257,15 @@ impl SetupHealth {
                 let bad = *fr >= self.cfg.min_failures
                     && rate >= self.cfg.min_rate
                     && rate >= self.cfg.factor * others;
-                if bad && worst.is_none_or(|(w, id)| rate > w || (rate == w && *r < id)) {
-                    worst = Some((rate, *r));
+                // The relay on the most unexplained failures goes first (a
+                // bad relay is on every path it broke; a co-hop only on
+                // some), then the higher rate, then the smaller id.
+                let key = (*fr, rate);
+                let first = |(wf, wr): (u32, f64), id: PeerId| {
+                    key.0 > wf || (key.0 == wf && (key.1 > wr || (key.1 == wr && *r < id)))
+                };
+                if bad && worst.is_none_or(|(w, id)| first(w, id)) {
+                    worst = Some((key, *r));
                 }
             }
             let Some((_, r)) = worst else {

@@ -44,6 +44,21 @@ fn a_relay_failing_every_setup_is_excluded_and_its_co_hops_are_not() {
     assert!(!h.is_excluded(&p(2)));
 }
 
+/// A co-hop that so far only ever shared paths with the bad relay has the
+/// same failure rate (all failed), but fewer failures: the bad relay goes
+/// first and explains the co-hop's failures away.
+#[test]
+fn a_co_hop_seen_only_on_failed_paths_is_not_excluded() {
+    let mut h = SetupHealth::new(HealthConfig::default());
+    let mut id = 0;
+    let mut failed = plan(&mut h, 1, &mut id, &[1, 2], 3);
+    failed.extend(plan(&mut h, 1, &mut id, &[3, 1], 3));
+    plan(&mut h, 1, &mut id, &[4, 5], 6);
+    let c = h.failed(2, p(O), &failed);
+    assert_eq!(c.excluded, vec![p(1)]);
+    assert_eq!(h.excluded(), 1);
+}
+
 #[test]
 fn failures_everywhere_exclude_nobody() {
     let mut h = SetupHealth::new(HealthConfig::default());
