@@ -108,8 +108,9 @@ pub struct AnnounceRequest {
     pub failed_nids: Vec<Nid>,
     /// Links the peer holds right now.
     pub held_links: Vec<HeldLink>,
-    /// [`CircuitGrant::id`]s of grants that failed to open since the last
-    /// announce (a BREAK before the channel opened, or the set-up timeout).
+    /// [`CircuitGrant::id`]s of grants that went silent since the last
+    /// announce (CREATE went out; the channel did not open within the
+    /// set-up timeout).
     /// The originator cannot tell which hop failed; the tracker planned the
     /// path, so it counts the failure against every relay on it and stops
     /// routing through one that fails clearly more often than its peers.

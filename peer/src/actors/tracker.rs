@@ -56,17 +56,17 @@ const MAILBOX: usize = 64;
 /// reports are the least useful; the body stays far under its limit).
 const MAX_FAILED_CIRCUITS: usize = 256;
 
-/// Whether a grant that failed with `why` (`CircuitError::kind`) failed on
-/// its path, after CREATE went out: a BREAK before the channel opened, or
-/// the set-up timeout. Those are reported so the tracker can find relays
-/// that keep failing set-ups. Not reported: grants we could not send (no
-/// link, bad grant, our own layer), and `link_lost` (a dead link is
-/// reported by its NID instead).
+/// Whether a grant that failed with `why` (`CircuitError::kind`) went
+/// silent on its path: CREATE went out and nothing came back in time (our
+/// set-up timeout, or a hop's BREAK(setup_timeout) from further on). Those
+/// are reported so the tracker can find relays that swallow set-ups. Not
+/// reported: grants we could not send (no link, bad grant, our own layer),
+/// a dead link (`link_lost`, reported by its NID), and explicit refusals
+/// (`refused`, `overloaded`, …): an honest hop answers those too, e.g.
+/// while its link to the next hop is still coming up, and one that is
+/// merely busy is not lying.
 pub fn failed_on_path(why: &str) -> bool {
-    matches!(
-        why,
-        "timeout" | "setup_timeout" | "refused" | "overloaded" | "protocol" | "none" | "destroyed"
-    )
+    matches!(why, "timeout" | "setup_timeout")
 }
 
 /// An incoming link named a NID the neighbour table does not hold yet (the

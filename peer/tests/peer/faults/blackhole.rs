@@ -2,14 +2,16 @@
 //! the `anomos` binary, `ANOMOS_TEST_SWALLOW_CREATES=1`: no peel, no
 //! forward, no BREAK). Circuits through it fail only by the originator's
 //! set-up timeout, and its links stay up, so nothing but the originators'
-//! reports can show it. The tracker plans every path through one relay;
-//! there is one honest relay process and the black hole (other peers may
-//! relay too). An originator in the test process keeps asking for
-//! circuits: each through the black hole fails after the set-up timeout
-//! and is reported by id in the next announce; the tracker counts the
-//! failures against the relays of those paths and excludes the black
-//! hole. From then on every circuit opens at once, no more failures come
-//! in, and a real `anomos get` that ran through all of it completes intact.
+//! reports can show it. The tracker plans every path through two relays,
+//! so honest relays share failed paths with the black hole; there are two
+//! honest relay processes and the black hole (the other peers relay too).
+//! An originator in the test process keeps asking for circuits: each
+//! through the black hole fails after the set-up timeout and is reported
+//! by id in the next announce; the tracker counts the failures against
+//! the relays of those paths and excludes exactly one relay — the black
+//! hole, since from then on every circuit opens at once and no more
+//! failures come in: its honest co-hops kept their place. A real `anomos
+//! get` that ran through all of it completes intact.
 
 use std::time::{Duration, Instant};
 
@@ -32,13 +34,13 @@ async fn a_relay_that_swallows_creates_is_reported_and_routed_around() {
 
 async fn scenario() {
     let config = LabConfig {
-        tracker_toml: "min_relays = 1\nmax_relays = 1\nrate_per_peer = 100.0\n\
+        tracker_toml: "min_relays = 2\nmax_relays = 2\nrate_per_peer = 100.0\n\
                        burst_per_peer = 100.0\n"
             .into(),
         peer_toml: format!("circuit_setup_timeout_ms = {SETUP_MS}\n"),
         ..LabConfig::default()
     };
-    let lab = Lab::start_with(1, config).await;
+    let lab = Lab::start_with(2, config).await;
     let mut cmd = anomos();
     cmd.arg("relay")
         .args(lab.peer_args("blackhole"))
@@ -90,7 +92,8 @@ async fn scenario() {
         failures >= 3.0,
         "excluded after {failures} reported failures"
     );
-    assert_eq!(excluded(&lab).await, 1.0);
+    let n = excluded(&lab).await;
+    assert_eq!(n, 1.0, "{n} relays excluded");
     // The black hole never carried anything.
     assert_eq!(hole.metric("anomos_relay_bytes_total").await, 0.0);
 
@@ -102,7 +105,9 @@ async fn scenario() {
         let t = Instant::now();
         let mut rx = origin.want_circuits(H, 1);
         let c = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
-        held.push(c.expect("no circuit within 30 s").unwrap());
+        let c = c.expect("no circuit within 30 s").unwrap();
+        assert_eq!(c.relays, 2);
+        held.push(c);
         after.push(t.elapsed());
     }
     let slowest = after.iter().max().copied().unwrap_or_default();
