@@ -105,16 +105,20 @@ async fn scenario() {
     let endpoints_rss = rss_kib(std::process::id());
 
     // Bound. While a circuit's next hop gives no credit, the relay queues
-    // at most W cells of it (the originator has no credit beyond that),
-    // and its queue buffer may hold up to twice what is queued before it
-    // compacts (`CellQueue`); the outbound buffer towards the exit only
-    // ever holds cells the exit gave credit for, which it reads at once.
-    // So: memory at rest + CIRCUITS × 2 × W × CELL_LEN + 16 MiB for the
-    // allocator and the circuit table = 17 + 200 × 0.5 + 16 ≈ 133 MiB.
-    // Measured (debug, 2 shared cores, 200 circuits): at rest 17.0 MiB,
-    // with the idle circuits 17.4 MiB, stalled 59.2 MiB with 29,059 cells
-    // (28.4 MiB) queued; 59.6 MiB after draining.
-    let per_circuit = 2 * WINDOW * CELL_LEN as u64 / 1024;
+    // at most W cells of it (the originator has no credit beyond that; the
+    // gauge checks this below). The queue's buffer compacts only once half
+    // of it was taken (`CellQueue`), so it may hold up to twice what is
+    // queued, and its Vec keeps the capacity it grew to; the outbound
+    // buffer towards the exit holds only cells the exit gave credit for.
+    // Measured, that is 1.5–2.5 × the queued bytes, so: memory at rest +
+    // CIRCUITS × 3 × W × CELL_LEN + 16 MiB for the allocator and the
+    // circuit table = 17 + 200 × 0.75 + 16 ≈ 183 MiB. Measured (debug, 2
+    // shared cores, 200 circuits): at rest 17 MiB, with the idle circuits
+    // 17.4 MiB; stalled 56–61 MiB with ~29,000 cells (28 MiB) queued in
+    // most runs, 141 MiB with 51,172 (a full window per circuit) in one.
+    // Without flow control the writers would never stall and the relay
+    // would take all they write (tens of MB/s) until the deadline.
+    let per_circuit = 3 * WINDOW * CELL_LEN as u64 / 1024;
     let bound = rest + CIRCUITS as u64 * per_circuit + 16 * 1024;
     eprintln!(
         "{CIRCUITS} circuits opened in {:.1} s; stalled with {:.1} MiB written \
@@ -156,10 +160,11 @@ async fn scenario() {
     );
     assert_eq!(origin.metrics.queued_cells.get(), 0);
     // The endpoints' memory: per circuit two 256 KiB pipes at each end
-    // and a window queued at the exit, over the process at rest: 128 MiB
-    // + CIRCUITS × (4 × 256 KiB + 2 W × CELL_LEN). This is the test
-    // process, which also holds any other test of the binary running at
-    // the same time: measured 237 MiB alone, 313 MiB in the whole suite.
+    // and a window queued at the exit (with the queue's slack, as above),
+    // over the process at rest: 128 MiB + CIRCUITS × (4 × 256 KiB + 3 W ×
+    // CELL_LEN). This is the test process, which also holds any other test
+    // of the binary running at the same time: measured 236–240 MiB alone,
+    // 313 MiB in the whole suite.
     let endpoints_bound = 128 * 1024 + CIRCUITS as u64 * (1024 + per_circuit);
     assert!(
         endpoints_rss <= endpoints_bound,
@@ -196,18 +201,28 @@ async fn scenario() {
         "the relay still queues or holds circuits"
     );
     let after = rss_kib(relay.pid());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = rss_kib(relay.pid());
     eprintln!(
-        "drained {:.1} MiB in all; relay RSS after {:.1} MiB; whole test {:.1} s",
+        "drained {:.1} MiB in all; relay RSS after {:.1} MiB, 0.5 s later {:.1} MiB; \
+         whole test {:.1} s",
         sent.iter().sum::<u64>() as f64 / 1048576.0,
         after as f64 / 1024.0,
+        later as f64 / 1024.0,
         started.elapsed().as_secs_f64()
     );
-    // Freed pages may stay with the allocator, but nothing grows.
+    // Draining moved every queued cell through the links' outbound
+    // buffers, which keep their capacity, and freed pages may stay with
+    // the allocator: RSS need not drop below the stall's. But it stays
+    // under the bound and, with the circuits gone, does not grow.
     assert!(
-        after <= peak + 4 * 1024,
-        "relay grew to {after} KiB after the stall"
+        after <= bound,
+        "relay uses {after} KiB after, bound {bound} KiB"
     );
-    assert!(after <= bound);
+    assert!(
+        later <= after + 1024,
+        "relay grew from {after} to {later} KiB with nothing to do"
+    );
     origin.stop().await;
     exit.stop().await;
 }
@@ -253,7 +268,8 @@ pub async fn endpoint(lab: &Lab) -> Peer {
 }
 
 /// The pattern every circuit carries, from its own offset: `BLOCK`
-/// bytes, twice, so any run up to `BLOCK` long is one slice.
+/// bytes, twice, so any run up to `BLOCK` long from an offset below
+/// `BLOCK` is one slice.
 fn block() -> &'static [u8] {
     static B: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     B.get_or_init(|| {
@@ -292,7 +308,8 @@ async fn read_all(mut b: CircuitStream) -> (usize, u64) {
     b.read_exact(&mut idx).await.unwrap();
     let k = u32::from_be_bytes(idx) as usize;
     assert!(k < CIRCUITS, "bad circuit index {k}");
-    let mut buf = vec![0u8; 64 * 1024];
+    // At most `BLOCK` bytes a read, so the check is one slice of `block`.
+    let mut buf = vec![0u8; 32 * 1024];
     let mut off = 0u64;
     loop {
         let n = b.read(&mut buf).await.unwrap();
