@@ -100,6 +100,7 @@ impl SimPeer {
             relayed_bytes: 0,
             failed_nids: Vec::new(),
             held_links: Vec::new(),
+            failed_circuits: Vec::new(),
         }
     }
 

@@ -34,6 +34,10 @@ pub struct PeerConfig {
     pub tracker_retry_ms: u64,
     /// Longest retry delay when the tracker is unreachable.
     pub tracker_retry_max_ms: u64,
+    /// First delay before asking again for circuits an announce did not
+    /// grant; doubles while answers grant nothing, up to the announce
+    /// interval (`core::reask`).
+    pub circuit_reask_ms: u64,
     /// First re-dial delay of a neighbour link.
     pub dial_retry_ms: u64,
     /// Longest re-dial delay of a neighbour link.
@@ -52,6 +56,16 @@ pub struct PeerConfig {
     /// Keep-alive PADDING goes out after a third of it (at most 20 s), so
     /// neighbours should agree on it.
     pub link_idle_timeout_ms: u64,
+    /// CREATE → open end-to-end channel must finish within this, at the
+    /// originator and at every hop; a circuit stuck behind a relay that
+    /// never forwards costs its download this long. 10 s: set-up takes
+    /// milliseconds on an idle network and stayed under 5 s (p99) even in
+    /// a 200-peer process on 0.7 of a core (BENCHMARKS.md).
+    pub circuit_setup_timeout_ms: u64,
+    /// TEST ONLY (`CoreConfig::swallow_creates`): not read from files; the
+    /// `anomos relay` command sets it from `ANOMOS_TEST_SWALLOW_CREATES=1`.
+    #[serde(skip)]
+    pub test_swallow_creates: bool,
 }
 
 impl Default for PeerConfig {
@@ -66,6 +80,7 @@ impl Default for PeerConfig {
             min_announce_gap_ms: 1000,
             tracker_retry_ms: 1000,
             tracker_retry_max_ms: 60_000,
+            circuit_reask_ms: 1000,
             dial_retry_ms: 250,
             dial_retry_max_ms: 30_000,
             dial_failures_reported: 3,
@@ -73,6 +88,8 @@ impl Default for PeerConfig {
             unknown_nid_wait_ms: 5_000,
             tracker_timeout_ms: 20_000,
             link_idle_timeout_ms: 60_000,
+            circuit_setup_timeout_ms: 10_000,
+            test_swallow_creates: false,
         }
     }
 }
@@ -140,6 +157,8 @@ impl PeerConfig {
         if self.handshake_timeout_ms == 0
             || self.tracker_timeout_ms == 0
             || self.link_idle_timeout_ms == 0
+            || self.circuit_setup_timeout_ms == 0
+            || self.circuit_reask_ms == 0
         {
             return bad("timeouts must be positive");
         }

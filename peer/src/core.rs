@@ -9,5 +9,6 @@
 pub mod backoff;
 pub mod copy;
 pub mod link;
+pub mod reask;
 pub mod relay;
 pub mod swarm;

@@ -56,18 +56,21 @@ pub struct DataPathConfig {
     pub replay_capacity: usize,
     /// Live circuits at once.
     pub max_circuits: usize,
+    /// TEST ONLY: see `CoreConfig::swallow_creates`.
+    pub swallow_creates: bool,
 }
 
 impl Default for DataPathConfig {
     fn default() -> Self {
         DataPathConfig {
             window: 256,
-            setup_timeout: Duration::from_secs(30),
+            setup_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             max_pending_peels: 256,
             replay_capacity: 1 << 20,
             max_circuits: 10_000,
+            swallow_creates: false,
         }
     }
 }
@@ -189,6 +192,7 @@ impl DataPath {
             break_timeout: cfg.setup_timeout,
             max_pending_peels: cfg.max_pending_peels,
             max_circuits: cfg.max_circuits,
+            swallow_creates: cfg.swallow_creates,
             ..CoreConfig::default()
         };
         let inner = Rc::new(Inner {

@@ -221,6 +221,8 @@ pub async fn run_peer(cfg: PeerConfig) -> anyhow::Result<Peer> {
         // Neighbours use the same idle timeout: three keep-alives fit in
         // it, so a quiet link is never taken for a dead one.
         keepalive: defaults.keepalive.min(idle / 3),
+        setup_timeout: Duration::from_millis(cfg.circuit_setup_timeout_ms),
+        swallow_creates: cfg.test_swallow_creates,
         ..defaults
     };
     run_peer_with(cfg, move |m, onion| DataPath::new(dp_cfg, m, onion)).await
@@ -317,6 +319,7 @@ where
         min_gap: Duration::from_millis(cfg.min_announce_gap_ms),
         retry: Duration::from_millis(cfg.tracker_retry_ms),
         retry_max: Duration::from_millis(cfg.tracker_retry_max_ms),
+        reask: Duration::from_millis(cfg.circuit_reask_ms),
     };
     let announcer = Rc::new(HttpsAnnouncer {
         id: id.clone(),

@@ -110,7 +110,15 @@ struct PeerArgs {
 impl PeerArgs {
     fn load(self) -> anyhow::Result<PeerConfig> {
         let file = self.config.clone();
-        Ok(PeerConfig::load(file.as_deref(), self.overrides())?)
+        let mut cfg = PeerConfig::load(file.as_deref(), self.overrides())?;
+        // TEST ONLY: a relay that black-holes every CREATE, for the fault
+        // suite (peer/tests/peer/faults/blackhole.rs). Not a feature.
+        cfg.test_swallow_creates =
+            std::env::var_os("ANOMOS_TEST_SWALLOW_CREATES").is_some_and(|v| v == "1");
+        if cfg.test_swallow_creates {
+            eprintln!("warning: ANOMOS_TEST_SWALLOW_CREATES=1: this relay drops every CREATE");
+        }
+        Ok(cfg)
     }
 
     fn overrides(self) -> Overrides {

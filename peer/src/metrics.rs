@@ -50,6 +50,9 @@ pub struct Metrics {
     pub relay_bytes: IntCounter,
     /// Circuits with an entry in this peer's circuit table (relayed or local).
     pub circuits_active: IntGauge,
+    /// DATA cells held in this peer's circuit queues (relayed and local
+    /// ends): what credit windows bound while a next hop stalls.
+    pub queued_cells: IntGauge,
     /// Neighbour links up (TLS + hello verified).
     pub neighbors_connected: IntGauge,
     /// Payload bytes this peer served as a source.
@@ -108,6 +111,10 @@ impl Metrics {
             circuits_active: gauge(
                 "anomos_circuits_active",
                 "Circuits in this peer's circuit table.",
+            )?,
+            queued_cells: gauge(
+                "anomos_relay_queued_cells",
+                "DATA cells held in circuit queues.",
             )?,
             neighbors_connected: gauge("anomos_neighbors_connected", "Neighbour links up.")?,
             uploaded_bytes: counter(
@@ -186,6 +193,7 @@ mod tests {
         for name in [
             "anomos_relay_bytes_total 1019",
             "anomos_circuits_active",
+            "anomos_relay_queued_cells 0",
             "anomos_neighbors_connected",
             "anomos_uploaded_bytes_total",
             "anomos_downloaded_bytes_total",

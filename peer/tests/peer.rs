@@ -18,3 +18,6 @@ mod download;
 
 #[path = "peer/faults.rs"]
 mod faults;
+
+#[path = "peer/reask.rs"]
+mod reask;

@@ -4,6 +4,7 @@
 //! sockets, SQLite or Prometheus; callers pass `now` and an RNG.
 
 pub mod graph;
+pub mod health;
 pub mod keycache;
 pub mod planner;
 pub mod ratelimit;

@@ -103,8 +103,16 @@ pub async fn run(cfg: Config) -> Result<RunningTracker, TrackerError> {
     let metrics = Metrics::new()?;
     let prober = Prober::new(Duration::from_millis(cfg.reach_timeout_ms))?;
 
-    let (graph_actor, reader) =
-        GraphActor::new(cfg.graph(), Duration::from_secs(cfg.load_window_secs));
+    let health = crate::core::health::HealthConfig {
+        path_secs: cfg.code_lifetime_secs,
+        ..Default::default()
+    };
+    let (graph_actor, reader) = GraphActor::new(
+        cfg.graph(),
+        Duration::from_secs(cfg.load_window_secs),
+        health,
+        metrics.clone(),
+    );
     let graph = graph_actor.start();
     let planner = {
         let (g, m, plan, life) = (

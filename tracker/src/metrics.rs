@@ -76,6 +76,12 @@ pub struct Metrics {
     /// answer one accepted announce (body read to response built), so load
     /// tests of whole networks read the tracker's latency from the tracker.
     pub announce_seconds: Histogram,
+    /// `anomos_tracker_setup_failures_total`: circuit set-up failures
+    /// originators reported (for circuits this tracker granted them).
+    pub setup_failures: IntCounter,
+    /// `anomos_tracker_relays_excluded`: relays given no relay hops now for
+    /// failing set-ups clearly more often than their peers.
+    pub relays_excluded: IntGauge,
 }
 
 impl Metrics {
@@ -107,6 +113,16 @@ impl Metrics {
             )
             .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
         )?;
+        let setup_failures = IntCounter::new(
+            "anomos_tracker_setup_failures_total",
+            "Circuit set-up failures reported by originators",
+        )?;
+        let relays_excluded = IntGauge::new(
+            "anomos_tracker_relays_excluded",
+            "Relays excluded from paths for failing set-ups",
+        )?;
+        registry.register(Box::new(setup_failures.clone()))?;
+        registry.register(Box::new(relays_excluded.clone()))?;
         registry.register(Box::new(peers.clone()))?;
         registry.register(Box::new(announces.clone()))?;
         registry.register(Box::new(circuits_planned.clone()))?;
@@ -124,6 +140,8 @@ impl Metrics {
             path_relays,
             plan_seconds,
             announce_seconds,
+            setup_failures,
+            relays_excluded,
         })
     }
 

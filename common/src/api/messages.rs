@@ -108,6 +108,13 @@ pub struct AnnounceRequest {
     pub failed_nids: Vec<Nid>,
     /// Links the peer holds right now.
     pub held_links: Vec<HeldLink>,
+    /// [`CircuitGrant::id`]s of grants that went silent since the last
+    /// announce (CREATE went out; the channel did not open within the
+    /// set-up timeout).
+    /// The originator cannot tell which hop failed; the tracker planned the
+    /// path, so it counts the failure against every relay on it and stops
+    /// routing through one that fails clearly more often than its peers.
+    pub failed_circuits: Vec<u64>,
 }
 
 /// A neighbour the tracker assigns.
@@ -140,6 +147,10 @@ pub struct CircuitGrant {
     pub circuit_secret: CircuitSecret,
     /// Unix time after which every hop refuses the code.
     pub expiry: u64,
+    /// Random id the tracker gave this circuit, reported back in
+    /// [`AnnounceRequest::failed_circuits`] if it does not open. Names the
+    /// planned path at the tracker only; it never travels on a link.
+    pub id: u64,
 }
 
 impl std::fmt::Debug for CircuitGrant {
@@ -221,12 +232,15 @@ pub(crate) mod tests {
             proptest::collection::vec(arb_torrent(), 0..4),
             any::<u64>(),
             proptest::collection::vec(any::<u16>().prop_map(Nid), 0..4),
-            proptest::collection::vec(
-                (any::<u16>(), arb32()).prop_map(|(n, p)| HeldLink {
-                    nid: Nid(n),
-                    peer: PeerId(p),
-                }),
-                0..4,
+            (
+                proptest::collection::vec(
+                    (any::<u16>(), arb32()).prop_map(|(n, p)| HeldLink {
+                        nid: Nid(n),
+                        peer: PeerId(p),
+                    }),
+                    0..4,
+                ),
+                proptest::collection::vec(any::<u64>(), 0..4),
             ),
         )
             .prop_map(
@@ -237,7 +251,7 @@ pub(crate) mod tests {
                     torrents,
                     relayed_bytes,
                     failed_nids,
-                    held_links,
+                    (held_links, failed_circuits),
                 )| {
                     AnnounceRequest {
                         peer_id: PeerId(pid),
@@ -251,6 +265,7 @@ pub(crate) mod tests {
                         relayed_bytes,
                         failed_nids,
                         held_links,
+                        failed_circuits,
                     }
                 },
             )
@@ -266,13 +281,15 @@ pub(crate) mod tests {
             ),
             arb32(),
             any::<u64>(),
+            any::<u64>(),
         )
-            .prop_map(|(ih, code, layer_keys, secret, expiry)| CircuitGrant {
+            .prop_map(|(ih, code, layer_keys, secret, expiry, id)| CircuitGrant {
                 infohash: InfoHash(ih),
                 code,
                 layer_keys,
                 circuit_secret: CircuitSecret(secret),
                 expiry,
+                id,
             })
     }
 
@@ -367,6 +384,7 @@ pub(crate) mod tests {
             relayed_bytes: 0,
             failed_nids: vec![],
             held_links: vec![],
+            failed_circuits: vec![],
         };
         assert!(matches!(req.encode(), Err(ApiError::TooLarge { .. })));
     }
@@ -379,6 +397,7 @@ pub(crate) mod tests {
             layer_keys: vec![],
             circuit_secret: CircuitSecret([5; 32]),
             expiry: 3,
+            id: 11,
         };
         assert_eq!(format!("{g:?}"), "CircuitGrant(hops=0, expiry=3)");
     }

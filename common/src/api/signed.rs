@@ -127,6 +127,7 @@ mod tests {
                 nid: Nid(1),
                 peer: PeerId([0x02; 32]),
             }],
+            failed_circuits: vec![0x0102_0304_0506_0708],
         }
     }
 
@@ -187,6 +188,7 @@ mod tests {
                 }],
                 circuit_secret: CircuitSecret([0x07; 32]),
                 expiry: 1_700_000_600,
+                id: 258,
             }],
         };
         let bytes = v.bytes("response");

@@ -43,9 +43,12 @@ pub struct PlaneLog {
     pub events: Vec<mpsc::UnboundedSender<PlaneEvent>>,
     pub link_handles: Vec<FakeLink>,
     pub serve_tx: Vec<mpsc::Sender<u32>>,
+    /// Why `originate` fails (`no_link` when unset).
+    pub originate_error: Option<&'static str>,
 }
 
-/// A recording data path; circuits never open (`no_link`).
+/// A recording data path; circuits never open (`no_link`, or
+/// `PlaneLog::originate_error`).
 #[derive(Clone, Debug, Default)]
 pub struct FakePlane {
     pub log: Rc<RefCell<PlaneLog>>,
@@ -107,7 +110,8 @@ impl Plane for FakePlane {
         self.log.borrow_mut().dropped.push(nid);
     }
     fn originate(&self, _: CircuitGrant) -> LocalFuture<Result<u32, &'static str>> {
-        Box::pin(async { Err("no_link") })
+        let why = self.log.borrow().originate_error.unwrap_or("no_link");
+        Box::pin(async move { Err(why) })
     }
     fn serve(&self, infohash: InfoHash) -> mpsc::Receiver<u32> {
         let (tx, rx) = mpsc::channel(4);
@@ -314,6 +318,7 @@ pub fn tracker_and_relay(
         min_gap: Duration::from_millis(50),
         retry: Duration::from_millis(40),
         retry_max: Duration::from_millis(400),
+        reask: Duration::from_millis(40),
     };
     let id = Rc::new(PeerIdentity::generate().unwrap());
     let metrics = Metrics::new().unwrap();

@@ -7,7 +7,10 @@
 //! actor), a circuit fails or a neighbour misbehaves ([`CircuitFailed`],
 //! [`NeighbourMisbehaved`], from the Relay actor), an incoming link names a
 //! NID we do not know yet ([`UnknownNidSeen`], from the listener), or a
-//! download wants circuits ([`WantCircuits`]). An unreachable tracker is
+//! download wants circuits ([`WantCircuits`]); an answer that granted
+//! fewer circuits than wanted is followed by another after a short delay
+//! (`core::reask`: 1 s by default, doubling while answers grant nothing,
+//! up to the interval). An unreachable tracker is
 //! retried with exponential back-off and jitter, and early requests wait
 //! for that retry. A response starts and stops Neighbor actors and sends
 //! each circuit grant to the Relay actor.
@@ -42,12 +45,29 @@ use super::relay::{
 };
 use super::Plane;
 use crate::core::backoff::Backoff;
+use crate::core::reask::Reask;
 use crate::error::TrackerError;
 use crate::metrics::Metrics;
 use crate::net::NeighbourTable;
 
 /// Events and requests queued at most (the listener uses `try_send`).
 const MAILBOX: usize = 64;
+/// Failed circuit ids kept for the next announce at most (the oldest
+/// reports are the least useful; the body stays far under its limit).
+const MAX_FAILED_CIRCUITS: usize = 256;
+
+/// Whether a grant that failed with `why` (`CircuitError::kind`) went
+/// silent on its path: CREATE went out and nothing came back in time (our
+/// set-up timeout, or a hop's BREAK(setup_timeout) from further on). Those
+/// are reported so the tracker can find relays that swallow set-ups. Not
+/// reported: grants we could not send (no link, bad grant, our own layer),
+/// a dead link (`link_lost`, reported by its NID), and explicit refusals
+/// (`refused`, `overloaded`, …): an honest hop answers those too, e.g.
+/// while its link to the next hop is still coming up, and one that is
+/// merely busy is not lying.
+pub fn failed_on_path(why: &str) -> bool {
+    matches!(why, "timeout" | "setup_timeout")
+}
 
 /// An incoming link named a NID the neighbour table does not hold yet (the
 /// tracker may have told the other end first). Sent by the link listener;
@@ -108,6 +128,8 @@ pub struct TrackerSettings {
     pub retry: Duration,
     /// Longest back-off.
     pub retry_max: Duration,
+    /// First delay before asking again for circuits not granted.
+    pub reask: Duration,
 }
 
 /// The actor (see module docs).
@@ -121,10 +143,14 @@ pub struct Tracker<P: Plane> {
     table: watch::Sender<NeighbourTable>,
     neighbours: HashMap<Nid, (Neighbour, Addr<Neighbor<P>>)>,
     failed: BTreeSet<Nid>,
+    /// Ids of grants that failed on their path, for the next announce.
+    failed_circuits: BTreeSet<u64>,
     torrents: Torrents<P::Stream>,
     /// The tracker took our `started` announce.
     started: bool,
     backoff: Backoff,
+    /// When to ask again for circuits an answer did not grant.
+    reask: Reask,
     /// The next scheduled announce.
     timer: Option<(Instant, SpawnHandle)>,
     /// An announce is in flight; `early` asks for another when it ends.
@@ -153,6 +179,7 @@ impl<P: Plane> Tracker<P> {
         table: watch::Sender<NeighbourTable>,
     ) -> Self {
         let backoff = Backoff::new(set.retry, set.retry_max);
+        let reask = Reask::new(set.reask);
         Tracker {
             announcer,
             id,
@@ -163,9 +190,11 @@ impl<P: Plane> Tracker<P> {
             table,
             neighbours: HashMap::new(),
             failed: BTreeSet::new(),
+            failed_circuits: BTreeSet::new(),
             torrents: Torrents::default(),
             started: false,
             backoff,
+            reask,
             timer: None,
             announcing: false,
             early: false,
@@ -223,18 +252,18 @@ impl<P: Plane> Tracker<P> {
             .into_actor(self)
             .then(move |stats, act, _| {
                 let req = act.request(event, stats.unwrap_or_default());
-                let failed = req.failed_nids.clone();
+                let failed = (req.failed_nids.clone(), req.failed_circuits.clone());
                 let held: BTreeSet<Nid> = req.held_links.iter().map(|h| h.nid).collect();
                 let exchange = act.announcer.announce(req);
                 async move { (failed, held, exchange.await) }.into_actor(act)
             })
-            .map(|(failed, held, res), act, ctx| act.answered(&failed, &held, res, ctx));
+            .map(|(failed, held, res), act, ctx| act.answered(failed, &held, res, ctx));
         ctx.spawn(fut);
     }
 
     fn answered(
         &mut self,
-        failed: &[Nid],
+        (failed, circuits): (Vec<Nid>, Vec<u64>),
         held: &BTreeSet<Nid>,
         res: Result<AnnounceResponse, TrackerError>,
         ctx: &mut Context<Self>,
@@ -248,13 +277,21 @@ impl<P: Plane> Tracker<P> {
                 self.metrics.announces.with_label_values(&["ok"]).inc();
                 self.backoff.reset();
                 self.started = true;
-                for nid in failed {
+                for nid in &failed {
                     self.failed.remove(nid);
+                }
+                for id in &circuits {
+                    self.failed_circuits.remove(id);
                 }
                 self.torrents.announced();
                 let interval = Duration::from_secs(u64::from(resp.interval_secs).max(1));
+                let granted = resp.circuits.len();
                 self.apply(resp, held, ctx);
-                Instant::now() + interval
+                // Fewer circuits than wanted: ask again well before the
+                // interval, never closer than the minimum gap.
+                let short = self.torrents.short();
+                let delay = self.reask.answered(short, granted, interval);
+                Instant::now() + delay.max(self.set.min_gap)
             }
             Err(e) => {
                 self.metrics.announces.with_label_values(&[e.kind()]).inc();
@@ -289,6 +326,7 @@ impl<P: Plane> Tracker<P> {
                 .into_iter()
                 .map(|(nid, peer)| HeldLink { nid, peer })
                 .collect(),
+            failed_circuits: self.failed_circuits.iter().copied().collect(),
         }
     }
 
@@ -341,7 +379,7 @@ impl<P: Plane> Tracker<P> {
     }
 
     fn originate(&mut self, grant: anomos_common::api::CircuitGrant, ctx: &mut Context<Self>) {
-        let infohash = grant.infohash;
+        let (infohash, id) = (grant.infohash, grant.id);
         let Some(deliver) = self.torrents.grant(infohash) else {
             return;
         };
@@ -350,6 +388,14 @@ impl<P: Plane> Tracker<P> {
             let ok = matches!(res, Ok(Ok(())));
             if let Ok(Err(why)) = res {
                 tracing::info!(why, "circuit failed to open");
+                // Bounded while the tracker is away: ids are random, so the
+                // smallest is an arbitrary one to drop.
+                if failed_on_path(why) {
+                    act.failed_circuits.insert(id);
+                    while act.failed_circuits.len() > MAX_FAILED_CIRCUITS {
+                        act.failed_circuits.pop_first();
+                    }
+                }
             }
             // A failed circuit is asked for again at once.
             if act.torrents.settled(infohash, ok) {

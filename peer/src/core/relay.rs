@@ -57,18 +57,24 @@ pub struct CoreConfig {
     /// Control cells one link may have waiting for its writer; a neighbour
     /// that floods us with requests while not reading our answers is closed.
     pub max_ctrl_cells: usize,
+    /// TEST ONLY: take every CREATE and do nothing with it (no peel, no
+    /// forward, no BREAK), like a relay that black-holes set-ups. Set only
+    /// by the `anomos` binary from `ANOMOS_TEST_SWALLOW_CREATES=1`, for the
+    /// fault suite; never from a config file.
+    pub swallow_creates: bool,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             window: 256,
-            setup_timeout: Duration::from_secs(30),
+            setup_timeout: Duration::from_secs(10),
             break_timeout: Duration::from_secs(30),
             max_pending_peels: 256,
             max_circuits: 10_000,
             violation_limit: 16,
             max_ctrl_cells: 16_384,
+            swallow_creates: false,
         }
     }
 }
@@ -330,6 +336,8 @@ impl RelayCore {
             return;
         };
         self.metrics.circuits_active.set(self.circuits.len() as i64);
+        // Whatever is still queued goes with the circuit.
+        self.metrics.queued_cells.sub(circuit_queued(&c) as i64);
         let local_dir = c.endpoint_dir();
         let mut leftover = Vec::new();
         if let Some(side) = local_dir.and_then(|d| c.side_mut(d)) {
@@ -459,6 +467,12 @@ impl RelayCore {
             .unwrap_or(0)
     }
 
+    /// DATA cells queued over every circuit and direction (what the
+    /// `anomos_relay_queued_cells` gauge tracks).
+    pub fn queued_cells(&self) -> usize {
+        self.circuits.values().map(circuit_queued).sum()
+    }
+
     /// Bytes waiting in `link`'s outbound buffer.
     pub fn outbound_len(&self, link: LinkId) -> usize {
         self.links.get(&link).map_or(0, |l| l.out.len())
@@ -522,6 +536,16 @@ fn same_header_run(cells: &[u8]) -> usize {
         .take_while(|c| &c[..CELL_HEADER_LEN] == head)
         .count();
     1 + more
+}
+
+/// DATA cells queued on both sides of `c`.
+fn circuit_queued(c: &Circuit) -> usize {
+    let sides = [Some(&c.back), c.fwd.as_ref()];
+    sides
+        .into_iter()
+        .flatten()
+        .map(|s| s.flow.queue.len())
+        .sum()
 }
 
 /// Return credit on a side once half a window has left its queue.

@@ -116,6 +116,7 @@ fn grant(keys: &[X25519Secret]) -> CircuitGrant {
         layer_keys: built.layer_keys,
         circuit_secret: secret,
         expiry: built.expiry,
+        id: 7,
     }
 }
 

@@ -23,6 +23,13 @@ mod malicious;
 #[path = "faults/memory.rs"]
 mod memory;
 
+#[path = "faults/memory_relay.rs"]
+mod memory_relay;
+pub use memory_relay::{endpoint, one_relay_path};
+
+#[path = "faults/blackhole.rs"]
+mod blackhole;
+
 #[path = "faults/wire.rs"]
 mod wire;
 

@@ -9,6 +9,11 @@
 //! Load accounting: each planned circuit counts on its vertices and edges
 //! for `load_window` (the circuit's expected life), then is uncounted by a
 //! periodic tick, which also expires one-sided restart claims.
+//!
+//! Set-up health: planned paths are recorded with their circuit ids, and
+//! an announce's `failed_circuits` are attributed to the relays on them
+//! (`core::health`); a relay that fails clearly more often than its peers
+//! is flagged on its vertex, which the planner skips for relay hops.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -21,7 +26,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::core::graph::{GraphConfig, NeighbourEntry, NeighbourGraph};
+use crate::core::health::{Changes, HealthConfig, SetupHealth};
 use crate::core::swarms::Swarms;
+use crate::metrics::Metrics;
 use crate::unix_now;
 
 /// The graph, the swarms and the peers' onion keys.
@@ -63,6 +70,8 @@ pub struct PeerAnnounced {
     pub relay_rate: f64,
     /// Links it reports as failed.
     pub failed_nids: Vec<Nid>,
+    /// Circuits granted to it that failed to open (`core::health`).
+    pub failed_circuits: Vec<u64>,
     /// Links it holds (restart reconciliation).
     pub held_links: Vec<(Nid, PeerId)>,
     /// Torrents it is in, with whether it can serve.
@@ -106,8 +115,8 @@ pub struct PeerRemoved {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct CircuitsPlanned {
-    /// Each path, originator first.
-    pub paths: Vec<Vec<PeerId>>,
+    /// Each circuit's id and path, originator first.
+    pub paths: Vec<(u64, Vec<PeerId>)>,
 }
 
 /// Sent by the operator `/status` handler.
@@ -133,11 +142,18 @@ pub struct GraphActor {
     rng: StdRng,
     load_window: Duration,
     loads: VecDeque<(u64, Vec<PeerId>)>,
+    health: SetupHealth,
+    metrics: Metrics,
 }
 
 impl GraphActor {
     /// A new actor over an empty graph; also returns the planner's reader.
-    pub fn new(cfg: GraphConfig, load_window: Duration) -> (Self, TopologyReader) {
+    pub fn new(
+        cfg: GraphConfig,
+        load_window: Duration,
+        health: HealthConfig,
+        metrics: Metrics,
+    ) -> (Self, TopologyReader) {
         let topo = Arc::new(RwLock::new(Topology {
             graph: NeighbourGraph::new(cfg),
             swarms: Swarms::default(),
@@ -149,6 +165,8 @@ impl GraphActor {
             rng: StdRng::from_os_rng(),
             load_window,
             loads: VecDeque::new(),
+            health: SetupHealth::new(health),
+            metrics,
         };
         (actor, reader)
     }
@@ -156,6 +174,8 @@ impl GraphActor {
     fn tick(&mut self) {
         let now = unix_now();
         let Ok(mut t) = self.topo.write() else { return };
+        let changes = self.health.tick(now);
+        apply_health(&mut t.graph, &changes, &self.health, &self.metrics);
         t.graph.expire_claims(now);
         while self.loads.front().is_some_and(|(exp, _)| *exp <= now) {
             if let Some((_, path)) = self.loads.pop_front() {
@@ -163,6 +183,17 @@ impl GraphActor {
             }
         }
     }
+}
+
+/// Apply exclusions that began or ended to the graph the planner reads.
+fn apply_health(g: &mut NeighbourGraph, c: &Changes, h: &SetupHealth, m: &Metrics) {
+    for r in &c.excluded {
+        g.set_excluded(*r, true);
+    }
+    for r in &c.restored {
+        g.set_excluded(*r, false);
+    }
+    m.relays_excluded.set(h.excluded() as i64);
 }
 
 impl Actor for GraphActor {
@@ -196,6 +227,13 @@ impl Handler<PeerAnnounced> for GraphActor {
             .map(|n| n.peer)
             .collect();
         t.graph.fail_links(m.peer, &m.failed_nids);
+        if !m.failed_circuits.is_empty() {
+            let before = self.health.accepted();
+            let changes = self.health.failed(now, m.peer, &m.failed_circuits);
+            let counted = self.health.accepted() - before;
+            self.metrics.setup_failures.inc_by(counted);
+            apply_health(&mut t.graph, &changes, &self.health, &self.metrics);
+        }
         t.graph.hold_links(m.peer, &m.held_links, now);
         for (h, serve) in m.active {
             t.swarms.join(m.peer, h, serve);
@@ -250,9 +288,13 @@ impl Handler<CircuitsPlanned> for GraphActor {
 
     fn handle(&mut self, m: CircuitsPlanned, _: &mut Self::Context) {
         let expiry = unix_now().saturating_add(self.load_window.as_secs());
+        let now = unix_now();
         let Ok(mut t) = self.topo.write() else { return };
-        for p in m.paths {
+        for (id, p) in m.paths {
             t.graph.account_path(&p, true);
+            if let [origin, relays @ .., _] = &p[..] {
+                self.health.planned(now, id, *origin, relays.to_vec());
+            }
             self.loads.push_back((expiry, p));
         }
     }

@@ -12,6 +12,7 @@ use actix::prelude::*;
 use anomos_common::crypto::{random_bytes, CircuitSecret, LayerKeys};
 use anomos_common::onion::{self, ExitPayload, HopSpec, TrackingCode};
 use anomos_common::{InfoHash, PeerId};
+use rand::Rng;
 
 use super::graph::{CircuitsPlanned, GraphActor, TopologyReader};
 use crate::core::planner::{plan, PlanConfig, PlannedPath};
@@ -47,6 +48,9 @@ pub struct PlannedCircuit {
     pub circuit_secret: CircuitSecret,
     /// When the code expires.
     pub expiry: u64,
+    /// Random id naming the planned path, if the originator reports the
+    /// circuit as failed.
+    pub id: u64,
 }
 
 /// The planner worker (one instance per pool thread).
@@ -127,6 +131,7 @@ impl PlannerActor {
                 layer_keys: b.layer_keys,
                 circuit_secret: secret,
                 expiry: b.expiry,
+                id: rng.random(),
             }),
             Err(e) => {
                 tracing::warn!(kind = e.kind(), "tracking code build failed");
@@ -151,7 +156,7 @@ impl Handler<PlanCircuits> for PlannerActor {
             if let Some(c) = self.build(&m, &p, &keys) {
                 self.metrics.path_relays.observe(p.relays() as f64);
                 self.metrics.circuits_planned.inc();
-                paths.push(p.hops);
+                paths.push((c.id, p.hops));
                 out.push(c);
             }
         }

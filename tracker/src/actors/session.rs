@@ -64,6 +64,8 @@ pub struct Announce {
     pub input: AnnounceInput,
     /// Links the peer reports as failed.
     pub failed_nids: Vec<Nid>,
+    /// Ids of circuits granted to it that failed to open.
+    pub failed_circuits: Vec<u64>,
     /// Links the peer holds.
     pub held_links: Vec<(Nid, PeerId)>,
     /// Circuits wanted per torrent.
@@ -199,6 +201,7 @@ impl Handler<Announce> for SessionActor {
                     reachable,
                     relay_rate: update.relay_rate,
                     failed_nids: m.failed_nids,
+                    failed_circuits: m.failed_circuits,
                     held_links: m.held_links,
                     active: update.active,
                     left: update.left,

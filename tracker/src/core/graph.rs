@@ -58,6 +58,10 @@ pub struct Vertex {
     /// session only expires after the TTL): until it speaks again it gets no
     /// new edges and carries no new circuits, so repairs route around it.
     pub suspect: bool,
+    /// Failed circuit set-ups clearly more often than its peers
+    /// (`core::health`): no relay hops until the exclusion ends. It may
+    /// still be a destination or an originator.
+    pub excluded: bool,
     /// Circuits currently planned through this vertex (any position).
     pub circuits: u32,
     /// Relayed bytes per second reported by the peer, in MiB/s.
@@ -174,6 +178,7 @@ impl NeighbourGraph {
             addr,
             reachable: false,
             suspect: false,
+            excluded: false,
             circuits: 0,
             relay_rate: 0.0,
             nids: BTreeMap::new(),
@@ -370,7 +375,18 @@ impl NeighbourGraph {
         self.index.get(&id).and_then(|&ix| self.g.node_weight(ix))
     }
 
-    /// Set the relay rate (MiB/s) a peer reported.
+    /// Exclude a peer from relay hops (or end that); see `core::health`.
+    pub fn set_excluded(&mut self, id: PeerId, excluded: bool) {
+        if let Some(v) = self
+            .index
+            .get(&id)
+            .and_then(|&ix| self.g.node_weight_mut(ix))
+        {
+            v.excluded = excluded;
+        }
+    }
+
+    /// The relay rate the peer reported (MiB/s), for load weighting.
     pub fn set_relay_rate(&mut self, id: PeerId, rate: f64) {
         if let Some(v) = self
             .index

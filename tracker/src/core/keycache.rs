@@ -134,6 +134,7 @@ mod tests {
             torrents: Vec::new(),
             relayed_bytes: 0,
             failed_nids: Vec::new(),
+            failed_circuits: Vec::new(),
             held_links: Vec::new(),
         }
     }

@@ -17,7 +17,8 @@
 //!   towards the destination and a bounded number of expansions, so a search
 //!   that cannot succeed ends quickly instead of exploring the whole graph;
 //! * a path never repeats a vertex, uses only reachability-checked relays
-//!   that no neighbour reported dead since they last announced and,
+//!   that no neighbour reported dead since they last announced, that are
+//!   not excluded for failing set-ups (`core::health`) and,
 //!   unless same-IP is allowed, never holds two peers with the same IP.
 //!
 //! Building the tracking code itself (public-key work) happens in the
@@ -174,7 +175,8 @@ fn distances_to(
             continue;
         }
         for (u, _) in g.adjacent(v) {
-            if u == origin || dist.contains_key(&u) || !g.vertex(u).is_some_and(|x| x.usable()) {
+            let relay_ok = g.vertex(u).is_some_and(|x| x.usable() && !x.excluded);
+            if u == origin || dist.contains_key(&u) || !relay_ok {
                 continue;
             }
             dist.insert(u, dv + 1);
@@ -223,7 +225,8 @@ impl Search<'_> {
             .filter_map(|(u, _)| {
                 let v = self.g.vertex(u)?;
                 let ip = v.addr.ip();
-                let ok = v.usable() && ips.iter().all(|p| self.g.ips_compatible(*p, ip));
+                let ok =
+                    v.usable() && !v.excluded && ips.iter().all(|p| self.g.ips_compatible(*p, ip));
                 ok.then(|| (u, ip, 1.0 / (1.0 + v.load())))
             })
             .collect();

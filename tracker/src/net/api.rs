@@ -292,6 +292,7 @@ fn to_message(now: u64, addr: SocketAddr, a: AnnounceRequest) -> Announce {
             fresh_run: a.event == PeerEvent::Started,
         },
         failed_nids: a.failed_nids,
+        failed_circuits: a.failed_circuits,
         held_links: a.held_links.iter().map(|h| (h.nid, h.peer)).collect(),
         wanted,
         stopping: a.event == PeerEvent::Stopped,
@@ -321,6 +322,7 @@ fn to_response(interval: u64, o: AnnounceOutcome) -> AnnounceResponse {
                 layer_keys: c.layer_keys,
                 circuit_secret: c.circuit_secret,
                 expiry: c.expiry,
+                id: c.id,
             })
             .collect(),
     }

@@ -343,6 +343,7 @@ async fn burst(addr: SocketAddr) -> (Instant, Instant) {
                 relayed_bytes: 0,
                 failed_nids: Vec::new(),
                 held_links: Vec::new(),
+                failed_circuits: Vec::new(),
             };
             SignedAnnounce::sign(&id, &req).unwrap().encode().unwrap()
         })

@@ -84,6 +84,7 @@ impl TestPeer {
             relayed_bytes: 0,
             failed_nids: Vec::new(),
             held_links: Vec::new(),
+            failed_circuits: Vec::new(),
         }
     }
 

@@ -125,6 +125,7 @@ async fn stats_originate_failure_drop_nid_and_shutdown_reach_the_data_path() {
         layer_keys: Vec::new(),
         circuit_secret: anomos_common::crypto::CircuitSecret([0; 32]),
         expiry: 0,
+        id: 1,
     };
     let (deliver, _rx) = mpsc::channel(1);
     let res = relay.send(Originate { grant, deliver }).await.unwrap();

@@ -176,6 +176,14 @@ impl<S> Torrents<S> {
         !ok && t.remaining > t.in_flight && t.deliver.as_ref().is_some_and(|d| !d.is_closed())
     }
 
+    /// Whether any download still wants circuits beyond the grants being
+    /// opened (what the next announce's `circuits_wanted` would ask for).
+    pub fn short(&self) -> bool {
+        self.announce(PeerEvent::Heartbeat)
+            .iter()
+            .any(|t| t.circuits_wanted > 0)
+    }
+
     /// The torrents part of a request for `event`.
     pub fn announce(&self, event: PeerEvent) -> Vec<TorrentAnnounce> {
         let map = self.map.iter();
@@ -263,6 +271,31 @@ mod tests {
         assert_eq!((a.role, a.event), (Role::Seeding, TorrentEvent::Completed));
         t.announced();
         assert_eq!(one(&t).event, TorrentEvent::None);
+    }
+
+    #[test]
+    fn short_while_wanted_circuits_are_neither_delivered_nor_opening() {
+        let h = InfoHash([6; 32]);
+        let mut t: Torrents<()> = Torrents::default();
+        t.set_seeding(h, true);
+        assert!(!t.short(), "an exit wants nothing");
+        let (tx, rx) = mpsc::channel(2);
+        t.want(h, 2, tx);
+        assert!(t.short());
+        assert!(t.grant(h).is_some());
+        assert!(t.short(), "one of two is opening");
+        assert!(t.grant(h).is_some());
+        assert!(!t.short(), "both are opening");
+        assert!(t.settled(h, false), "a failed grant is asked for again");
+        assert!(t.short());
+        assert!(t.grant(h).is_some());
+        assert!(!t.settled(h, true));
+        assert!(!t.settled(h, true));
+        assert!(!t.short(), "both delivered");
+        t.want(h, 1, t.map[&h].deliver.clone().unwrap());
+        assert!(t.short());
+        drop(rx);
+        assert!(!t.short(), "nobody takes them any more");
     }
 
     #[test]

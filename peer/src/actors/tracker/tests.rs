@@ -160,3 +160,111 @@ async fn held_links_wait_for_the_tracker_to_confirm_or_drop_them() {
     let one = eventually(Duration::from_secs(1), || nids(&table) == [Nid(2)]).await;
     assert!(one, "a dropped NID is still listed: {:?}", nids(&table));
 }
+
+/// An answer that grants fewer circuits than wanted is followed by another
+/// announce long before the interval (an hour here), with doubling gaps
+/// while nothing is granted; once the demand is withdrawn, the re-asks
+/// stop.
+#[actix::test]
+async fn circuits_not_granted_are_asked_for_again_with_growing_delays() {
+    let (plane, ann) = setup();
+    let (tracker, _relay, _table) = tracker_and_relay(&plane, &ann);
+    assert!(announces(&ann, 1, Duration::from_secs(1)).await);
+    let h = anomos_common::InfoHash([5; 32]);
+    let (deliver, rx) = tokio::sync::mpsc::channel(2);
+    tracker
+        .send(WantCircuits {
+            infohash: h,
+            n: 2,
+            deliver,
+        })
+        .await
+        .unwrap();
+    // The early announce, then re-asks after 50 (the minimum gap), 80,
+    // 160 and 320 ms.
+    assert!(
+        announces(&ann, 6, Duration::from_secs(2)).await,
+        "no re-asks"
+    );
+    {
+        let seen = ann.seen.borrow();
+        let gaps: Vec<Duration> = seen[1..].windows(2).map(|w| w[1].at - w[0].at).collect();
+        for (gap, ms) in gaps.iter().zip([50u64, 80, 160, 320]) {
+            assert!(*gap >= Duration::from_millis(ms), "gaps {gaps:?}");
+            assert!(*gap < Duration::from_millis(ms + 250), "gaps {gaps:?}");
+        }
+        assert!(seen[1..]
+            .iter()
+            .all(|s| s.req.torrents[0].circuits_wanted == 2));
+    }
+    // Withdrawn: at most the re-ask already scheduled, then the interval.
+    drop(rx);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let n = ann.seen.borrow().len();
+    assert!(n <= 8, "{n} announces: still re-asking");
+    let last = &ann.seen.borrow()[n - 1];
+    assert_eq!(last.req.torrents[0].circuits_wanted, 0);
+}
+
+/// A grant that goes silent on its path (set-up timeout) is reported
+/// by id in the next announce, once; one that could not even be sent
+/// (`no_link`) is not.
+#[actix::test]
+async fn grants_that_fail_on_their_path_are_reported_by_id() {
+    for (why, reported) in [
+        ("timeout", true),
+        ("setup_timeout", true),
+        ("no_link", false),
+    ] {
+        let (plane, ann) = setup();
+        plane.log.borrow_mut().originate_error = Some(why);
+        let h = anomos_common::InfoHash([6; 32]);
+        let grant = |id| anomos_common::api::CircuitGrant {
+            infohash: h,
+            code: Vec::new(),
+            layer_keys: Vec::new(),
+            circuit_secret: anomos_common::crypto::CircuitSecret([0; 32]),
+            expiry: 0,
+            id,
+        };
+        let mut r = idle_response();
+        r.circuits = vec![grant(41), grant(42)];
+        ann.replies.borrow_mut().push_back(Ok(r));
+        let (deliver, _rx) = tokio::sync::mpsc::channel(2);
+        let (tracker, _relay, _table) = tracker_and_relay(&plane, &ann);
+        tracker
+            .send(WantCircuits {
+                infohash: h,
+                n: 2,
+                deliver,
+            })
+            .await
+            .unwrap();
+        // The failed grants are asked for again at once; that announce
+        // carries their ids, the one after does not repeat them.
+        assert!(announces(&ann, 3, Duration::from_secs(2)).await, "{why}");
+        let seen = ann.seen.borrow();
+        let ids: Vec<Vec<u64>> = seen.iter().map(|s| s.req.failed_circuits.clone()).collect();
+        let want: Vec<u64> = if reported { vec![41, 42] } else { vec![] };
+        assert!(ids[0].is_empty(), "{why}: {ids:?}");
+        assert_eq!(ids[1], want, "{why}: {ids:?}");
+        assert!(ids[2..].iter().all(Vec::is_empty), "{why}: {ids:?}");
+    }
+}
+
+#[test]
+fn only_silent_paths_count_as_set_up_failures() {
+    for why in ["timeout", "setup_timeout"] {
+        assert!(failed_on_path(why), "{why}");
+    }
+    for why in [
+        "no_link",
+        "bad_grant",
+        "link_lost",
+        "bad_mac",
+        "refused",
+        "overloaded",
+    ] {
+        assert!(!failed_on_path(why), "{why}");
+    }
+}

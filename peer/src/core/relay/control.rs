@@ -43,6 +43,9 @@ impl RelayCore {
         if self.halves.contains_key(&(link, circ)) {
             return self.violation(link, "circuit_id_in_use");
         }
+        if self.cfg.swallow_creates {
+            return; // Test-only black hole (`CoreConfig::swallow_creates`).
+        }
         if self.circuits.len() >= self.cfg.max_circuits {
             self.metrics.cell_dropped("circuit_limit");
             return self.refuse(now, link, circ, BreakReason::Overloaded);
@@ -261,6 +264,7 @@ impl RelayCore {
             return false;
         }
         src.end = End::Gone;
+        self.metrics.queued_cells.sub(dst.flow.queue.len() as i64);
         dst.flow.queue.clear();
         c.stage = Stage::Draining {
             toward: from.opposite(),

@@ -84,6 +84,7 @@ impl RelayCore {
                     self.outputs.push_back(Output::Readable { key });
                 }
                 this.flow.queue.push(run);
+                self.metrics.queued_cells.add(n as i64);
             }
             End::Link(l2, c2) => {
                 let id = c2.0.to_be_bytes();
@@ -110,6 +111,7 @@ impl RelayCore {
                     }
                 }
                 this.flow.queue.push(&run[sent * CELL_LEN..]);
+                self.metrics.queued_cells.add((n - sent) as i64);
             }
         }
         if let Some(n) = credit {
@@ -154,6 +156,7 @@ impl RelayCore {
         }
         copy::extend(&mut out.out, src.flow.queue.front(moved));
         src.flow.queue.pop(moved);
+        self.metrics.queued_cells.sub(moved as i64);
         dst.flow.send_credit -= moved as u32;
         src.flow.uncredited += moved as u32;
         if !out.dirty {

@@ -250,6 +250,7 @@ impl RelayCore {
         let side = c.side_mut(dir).ok_or(EndpointError::Closed)?;
         let n = n.min(side.flow.queue.len());
         side.flow.queue.pop(n);
+        self.metrics.queued_cells.sub(n as i64);
         side.flow.uncredited += n as u32;
         let credit = take_credit(&mut side.flow, window);
         if let (Some(credit), End::Link(link, circ)) = (credit, side.end) {

@@ -91,6 +91,7 @@ impl Net {
             max_circuits: 1000,
             violation_limit: 1,
             max_ctrl_cells: 100_000,
+            swallow_creates: false,
         };
         let peers: Vec<Peer> = (0..n)
             .map(|i| Peer {
@@ -492,6 +493,8 @@ impl Net {
                 p.core.max_queue() <= usize::from(W),
                 "queue over one window"
             );
+            let gauge = p.core.metrics.queued_cells.get();
+            assert_eq!(gauge, p.core.queued_cells() as i64, "queued-cells gauge");
         }
     }
 
@@ -525,6 +528,7 @@ impl Net {
             assert_eq!(p.core.half_count(), 0, "peer {i} halves");
             assert_eq!(p.core.pending_peels(), 0, "peer {i} peels");
             assert_eq!(p.core.max_queue(), 0, "peer {i} queues");
+            assert_eq!(p.core.metrics.queued_cells.get(), 0, "peer {i} gauge");
             assert_eq!(p.core.poll_timeout(), None, "peer {i} timers");
             for link in p.wires.keys() {
                 assert_eq!(p.core.ids_in_use(*link), 0, "peer {i} ids");

@@ -39,6 +39,7 @@ fn harness(window: u16) -> Harness {
         max_circuits: 100,
         violation_limit: 3,
         max_ctrl_cells: 1000,
+        swallow_creates: false,
     };
     let mut core = RelayCore::new(cfg, metrics.clone());
     let a = core.add_link(Nid(1), false).expect("a");
@@ -158,6 +159,19 @@ fn create_is_peeled_and_forwarded_with_our_id() {
     assert_eq!(h.core.circuit_count(), 1);
     assert_eq!(h.core.ids_in_use(h.b), 1);
     assert_eq!(h.core.pending_peels(), 0);
+}
+
+/// The test-only black hole: a CREATE is taken and nothing happens —
+/// no peel, no forward, no BREAK, no table entry.
+#[test]
+fn a_swallowing_relay_takes_create_and_does_nothing() {
+    let mut h = harness(8);
+    h.core.cfg.swallow_creates = true;
+    let (code, _) = code_for_us(true, UNIX + 600, 1);
+    h.feed(h.a, Cell::new(CircuitId(1), CellMsg::Create(code)));
+    assert!(h.run_peels().is_empty());
+    assert!(h.sent(h.a).is_empty() && h.sent(h.b).is_empty());
+    assert_eq!((h.core.circuit_count(), h.core.half_count()), (0, 0));
 }
 
 #[test]

@@ -102,6 +102,7 @@ impl Attacker {
             relayed_bytes: 0,
             failed_nids: Vec::new(),
             held_links,
+            failed_circuits: Vec::new(),
         };
         self.announcer.announce(req).await.unwrap()
     }
