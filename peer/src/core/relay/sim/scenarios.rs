@@ -187,8 +187,12 @@ fn a_clean_close_waits_behind_data_stalled_at_the_relays() {
     net.check_empty();
 }
 
-/// Both ends send FIN at once and both close after reading the other's:
-/// the BREAKs cross, neither end sees an error, nothing is left.
+/// Both ends send FIN at once and close after reading the other's. Within
+/// one window the BREAKs cross and both ends close cleanly; with more than a
+/// window queued, the end that reads its FIN first closes and its BREAK may
+/// reach the other end right behind that end's last bodies and FIN, which
+/// then arrive with the BREAK (still no error: every body and the FIN came
+/// first). Either way nothing is left.
 #[test]
 fn concurrent_fins_close_cleanly_on_both_sides() {
     for stalled in [false, true] {
@@ -203,7 +207,12 @@ fn concurrent_fins_close_cleanly_on_both_sides() {
         net.circs[c].stalled = [false; 2];
         net.settle(Some(1.0));
         let circ = &net.circs[c];
-        assert_eq!(circ.clean, [true; 2], "stalled={stalled}");
+        if stalled {
+            assert!(circ.clean.contains(&true), "one end closed by itself");
+        } else {
+            assert_eq!(circ.clean, [true; 2], "the BREAKs cross");
+        }
+        assert_eq!(circ.fin_recv, [true; 2], "stalled={stalled}");
         assert_eq!(circ.recv, circ.quota);
         net.check_empty();
     }
