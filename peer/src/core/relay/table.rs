@@ -212,9 +212,14 @@ pub(crate) struct LinkState {
     pub nid: Nid,
     /// Our side's ids (the dialer allocates odd ids).
     pub alloc: CircuitIdAllocator,
-    /// Cells waiting for the writer: swapped out whole by `take_outbound`.
+    /// Cells waiting for the writer in arrival order (DATA, BREAK,
+    /// BREAK_ACK, PADDING): swapped out whole by `take_outbound`.
     pub out: Vec<u8>,
-    /// Control cells appended since the writer last took the buffer.
+    /// Control cells that may pass the cells in `out` (CREATE, CONFIRM,
+    /// CREDIT; see `RelayCore::send_ctrl`): they leave before `out`.
+    pub prio: Vec<u8>,
+    /// Control cells appended (to either buffer) since the writer last
+    /// took them.
     pub ctrl_cells: usize,
     /// Protocol violations charged to this neighbour.
     pub violations: u32,
