@@ -1,7 +1,7 @@
 //! The reader and writer tasks of one established link.
 //!
-//! The reader reads at least `READ_CHUNK` bytes at a time into a
-//! `CellReader` and hands every whole cell of the read to the core in one
+//! The reader reads into a `CellReader` (16–256 KiB at a time, sized to
+//! what the link delivers: `read_size.rs`) and hands every whole cell of the read to the core in one
 //! call (the core takes runs of a circuit's cells in one step). The writer
 //! swaps the link's two outbound lanes for empty ones and writes the
 //! priority lane (set-up and credit cells) first, then the rest, so cells
@@ -24,8 +24,9 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 256 * 1024;
+mod read_size;
+
+use read_size::ReadSize;
 
 /// The shell's side of one link.
 #[derive(Debug)]
@@ -150,17 +151,20 @@ async fn reader<R: AsyncRead + Unpin>(
     mut closed: watch::Receiver<Option<&'static str>>,
 ) {
     let mut cells = CellReader::new();
+    let mut size = ReadSize::default();
     loop {
-        let spare = cells.spare_mut(READ_CHUNK);
+        let offer = size.offer(cells.buffered());
+        let spare = &mut cells.spare_mut(offer)[..offer];
         let read = tokio::select! {
             r = rd.read(spare) => r,
             _ = closed.wait_for(|r| r.is_some()) => return,
         };
-        match read {
+        let got = match read {
             Ok(0) => return io.close("eof"),
             Err(_) => return io.close("io_error"),
-            Ok(n) => cells.commit(n),
-        }
+            Ok(n) => n,
+        };
+        cells.commit(got);
         let now = Instant::now();
         io.timers.borrow_mut().on_rx(now);
         let whole = cells.whole_cells();
@@ -171,6 +175,9 @@ async fn reader<R: AsyncRead + Unpin>(
                 .handle_cells(now, id, cells.whole_cells_mut());
             cells.consume_cells(whole);
             inner.pump();
+        }
+        if size.after_read(offer, got, cells.buffered()) {
+            cells = CellReader::new();
         }
     }
 }
