@@ -9,7 +9,7 @@
 //! the bulk path costs no message and no syscall per cell.
 //!
 //! Everything slow or asynchronous leaves as an [`Output`]: peeling a code
-//! (one X25519, done off-thread by the shell and fed back with
+//! (one X25519, done by the shell, inline or on a pool, and fed back with
 //! [`RelayCore::peel_done`]), waking a local endpoint, closing a link. Time is
 //! injected (`now`); [`RelayCore::poll_timeout`] says when to call
 //! [`RelayCore::handle_timeout`]. See `relay/STATE.md` for the state machine.

@@ -93,7 +93,7 @@ pub(crate) struct Side {
 /// How far a circuit has got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stage {
-    /// CREATE received; the code is being peeled off-thread.
+    /// CREATE received; the code is being peeled by the shell.
     Peeling { deadline: Instant },
     /// CREATE sent onwards; waiting for CONFIRM.
     Extending { deadline: Instant },
