@@ -61,12 +61,26 @@ pub struct Collected {
 pub struct Live {
     /// Peak of circuits open at the downloads (when the mode sees them).
     pub exact_peak: Option<u64>,
+    /// Seconds from the downloads' start to the first sample at that peak:
+    /// how long the start-up burst of set-ups took.
+    pub peak_after_secs: Option<f64>,
     /// The same at the end.
     pub exact_end: Option<u64>,
     /// Peak of `anomos_circuits_active` summed over peers.
     pub table_peak: u64,
     /// The same at the end.
     pub table_end: u64,
+}
+
+impl Live {
+    /// A sample of the circuits open at the downloads, `secs` after they
+    /// started: raises the peak and notes when it was first reached.
+    pub fn see_exact(&mut self, open: u64, secs: f64) {
+        if self.exact_peak.is_none_or(|p| open > p) {
+            self.exact_peak = Some(open);
+            self.peak_after_secs = Some(round(secs, 1));
+        }
+    }
 }
 
 fn round(x: f64, places: i32) -> f64 {
@@ -257,6 +271,7 @@ pub fn build(a: &NetworkArgs, c: Collected) -> Report {
             live_peak: live.exact_peak.unwrap_or_else(|| estimate(live.table_peak)),
             live_at_end: live.exact_end.unwrap_or_else(|| estimate(live.table_end)),
             live_exact: live.exact_peak.is_some(),
+            live_peak_after_secs: live.peak_after_secs,
             table_entries_peak: live.table_peak,
             table_entries_at_end: live.table_end,
             mean_relays_per_path: round(mean_relays, 3),
@@ -381,6 +396,7 @@ mod tests {
             tracker_secs: 8.0,
             live: Live {
                 exact_peak: None,
+                peak_after_secs: None,
                 exact_end: None,
                 table_peak: 45,
                 table_end: 9,
@@ -463,5 +479,23 @@ mod tests {
         assert_eq!((s.min, s.median, s.mean, s.max), (1.0, 2.0, 2.0, 3.0));
         let q = quantiles(&Hist::default());
         assert_eq!((q.count, q.p99_ms_at_most, q.p99_ms_est), (0, None, None));
+    }
+
+    /// The burst's length is the first sample at the peak, not a later
+    /// one at the same count.
+    #[test]
+    fn the_live_peak_notes_when_it_was_first_reached() {
+        let mut live = Live::default();
+        for (open, secs) in [
+            (0, 0.1),
+            (400, 1.04),
+            (1000, 2.26),
+            (1000, 9.0),
+            (990, 12.0),
+        ] {
+            live.see_exact(open, secs);
+        }
+        assert_eq!(live.exact_peak, Some(1000));
+        assert_eq!(live.peak_after_secs, Some(2.3));
     }
 }

@@ -135,6 +135,9 @@ pub struct Circuits {
     pub failed: u64,
     /// Most circuits open at once (originated, counted once each).
     pub live_peak: u64,
+    /// Seconds from the downloads' start until `live_peak` was first seen
+    /// (`inproc`): every set-up before it belongs to the start-up burst.
+    pub live_peak_after_secs: Option<f64>,
     /// Open at the end of the hold phase.
     pub live_at_end: u64,
     /// `live_*` counted from the downloads' own circuit lists (`inproc`);
@@ -361,17 +364,23 @@ impl Report {
         }
         let c = &self.circuits;
         o += &format!(
-            "  circuits: built {}, failed {}; live peak {}{}, at end {}; table entries peak {}; \
+            "  circuits: built {}, failed {}; live peak {}{}{}, at end {}; table entries peak {}; \
              mean relays per path {:.2}\n",
             c.built,
             c.failed,
             c.live_peak,
             if c.live_exact { "" } else { " (est.)" },
+            c.live_peak_after_secs
+                .map(|s| format!(" (reached {s:.1} s after the downloads started)"))
+                .unwrap_or_default(),
             c.live_at_end,
             c.table_entries_peak,
             c.mean_relays_per_path
         );
-        o += &format!("  circuit set-up (CREATE→open): {}\n", c.setup.line());
+        o += &format!(
+            "  circuit set-up (grant→open at the originators): {}\n",
+            c.setup.line()
+        );
         let tr = &self.traffic;
         o += &format!(
             "  bytes: relayed {:.1} MiB, uploaded {:.1} MiB, downloaded {:.1} MiB\n",
