@@ -1,12 +1,12 @@
 //! The reader and writer tasks of one established link.
 //!
 //! The reader reads into a `CellReader` (16–256 KiB at a time, sized to
-//! what the link delivers: `read_size.rs`) and hands every whole cell of the read to the core in one
-//! call (the core takes runs of a circuit's cells in one step). The writer
-//! swaps the link's two outbound lanes for empty ones and writes the
-//! priority lane (set-up and credit cells) first, then the rest, so cells
-//! leave in large writes (a socket pump does ~115 MB/s
-//! with 512-byte writes, ~3 GB/s with 256 KiB ones); TLS cuts them into
+//! what the link delivers: `read_size.rs`) and hands every whole cell of
+//! the read to the core in one call (the core takes runs of a circuit's
+//! cells in one step). The writer swaps the link's two outbound lanes for
+//! empty ones and writes the priority lane (set-up and credit cells) first,
+//! then the rest, so cells leave in large writes (a socket pump does ~115
+//! MB/s with 512-byte writes, ~3 GB/s with 256 KiB ones); TLS cuts them into
 //! 16 KiB records, which the link's buffered socket (`link::link_socket`)
 //! gathers again into sends of up to 64 KiB before the flush at the end of
 //! the batch. Keep-alive PADDING and the idle timeout come from
