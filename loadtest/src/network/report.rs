@@ -138,6 +138,10 @@ pub struct Circuits {
     /// Seconds from the downloads' start until `live_peak` was first seen
     /// (`inproc`): every set-up before it belongs to the start-up burst.
     pub live_peak_after_secs: Option<f64>,
+    /// The same for half of `live_peak`.
+    pub live_half_after_secs: Option<f64>,
+    /// `(seconds since the downloads started, circuits open)`, ~1 a second.
+    pub live_series: Vec<(f64, u64)>,
     /// Open at the end of the hold phase.
     pub live_at_end: u64,
     /// `live_*` counted from the downloads' own circuit lists (`inproc`);
@@ -370,9 +374,12 @@ impl Report {
             c.failed,
             c.live_peak,
             if c.live_exact { "" } else { " (est.)" },
-            c.live_peak_after_secs
-                .map(|s| format!(" (reached {s:.1} s after the downloads started)"))
-                .unwrap_or_default(),
+            match (c.live_half_after_secs, c.live_peak_after_secs) {
+                (Some(h), Some(p)) => {
+                    format!(" (half of it {h:.1} s, all {p:.1} s after the downloads started)")
+                }
+                _ => String::new(),
+            },
             c.live_at_end,
             c.table_entries_peak,
             c.mean_relays_per_path
