@@ -503,13 +503,7 @@ mod tests {
     #[test]
     fn the_live_peak_notes_when_it_was_first_reached() {
         let mut live = Live::default();
-        for (open, secs) in [
-            (0, 0.1),
-            (400, 1.2),
-            (1000, 2.26),
-            (1000, 9.0),
-            (990, 12.0),
-        ] {
+        for (open, secs) in [(0, 0.1), (400, 1.2), (1000, 2.26), (1000, 9.0), (990, 12.0)] {
             live.see_exact(open, secs);
         }
         assert_eq!(live.exact_peak, Some(1000));
