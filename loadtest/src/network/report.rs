@@ -155,8 +155,9 @@ pub struct Circuits {
     /// Mean relays per planned path (the tracker's
     /// `anomos_tracker_path_relays`).
     pub mean_relays_per_path: f64,
-    /// CREATE → open at the originators (`anomos_circuit_setup_seconds`,
-    /// all peers' histograms added).
+    /// Grant → open at the originators: own peel, CREATE → CONFIRM and the
+    /// e2e round trip (`anomos_circuit_setup_seconds`, all peers'
+    /// histograms added).
     pub setup: Quantiles,
 }
 
