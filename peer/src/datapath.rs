@@ -5,8 +5,9 @@
 //! and share one `RefCell<RelayCore>` without locks. A reader hands whole
 //! batches of cells to the core, which appends forwarded cells to the other
 //! link's outbound buffer; the reader then wakes the writers whose buffers
-//! grew (one `Notify` per link). Peels (one X25519 each) go to tokio's
-//! blocking pool and come back as [`RelayCore::peel_done`].
+//! grew (one `Notify` per link). Peels (one X25519 each) run inline within
+//! a per-thread budget and go to tokio's blocking pool beyond it (see
+//! `peel.rs`); either way they come back as [`RelayCore::peel_done`].
 //!
 //! The Relay actor (`actors::relay`) drives this type for control: it asks
 //! for circuits, serves torrents, drops NIDs, reads the accounting and turns
@@ -15,6 +16,7 @@
 //! arrive, like DATA.
 
 mod link_io;
+mod peel;
 mod stream;
 
 #[cfg(test)]
@@ -29,8 +31,8 @@ use crate::metrics::Metrics;
 use anomos_common::api::CircuitGrant;
 use anomos_common::cell::BreakReason;
 use anomos_common::crypto::X25519Secret;
-use anomos_common::onion::{self, PeelError, Peeled, TrackingCode};
-use anomos_common::replay::{ReplayCache, ReplayError, ReplayTag};
+use anomos_common::onion::PeelError;
+use anomos_common::replay::ReplayCache;
 use anomos_common::{InfoHash, Nid, PeerId};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -324,9 +326,7 @@ impl Inner {
             let out = self.core.borrow_mut().poll_output();
             let Some(out) = out else { break };
             match out {
-                Output::Peel { key, code } => {
-                    tokio::task::spawn_local(peel_task(self.clone(), key, code));
-                }
+                Output::Peel { key, code } => peel::start(self, key, code),
                 Output::ExitOpened {
                     key,
                     infohash,
@@ -398,37 +398,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// Peel a neighbour's code on the blocking pool and feed the result back.
-async fn peel_task(inner: Rc<Inner>, key: CircKey, code: Box<[u8; onion::CODE_LEN]>) {
-    let result = peel_blocking(&inner, &code[..]).await;
-    inner
-        .core
-        .borrow_mut()
-        .peel_done(Instant::now(), key, result);
-    inner.pump();
-}
-
-/// One X25519 off the runtime thread. The replay cache is locked only for
-/// its two look-ups (`peel_with`), so peels run in parallel on the pool.
-pub(crate) async fn peel_blocking(inner: &Inner, code: &[u8]) -> Result<Peeled, PeelError> {
-    let code = TrackingCode::from_bytes(code).map_err(|_| PeelError::Malformed("code length"))?;
-    let onion = inner.onion.clone();
-    let replay = inner.replay.clone();
-    let job = tokio::task::spawn_blocking(move || {
-        let now = unix_now();
-        // A poisoned lock (a peel panicked inside the cache) fails closed:
-        // no code is accepted without a working replay check.
-        let seen = |tag: &ReplayTag| replay.lock().is_ok_and(|c| c.contains(tag));
-        let record = |tag, expiry| match replay.lock() {
-            Ok(mut cache) => cache.check_and_insert(tag, expiry, now),
-            Err(_) => Err(ReplayError::Full),
-        };
-        onion::peel_with(&onion, &code, now, seen, record)
-    });
-    job.await
-        .unwrap_or(Err(PeelError::Malformed("peel task failed")))
 }
 
 /// Drive the core's set-up and BREAK timeouts; ends with the data path.

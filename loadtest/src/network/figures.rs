@@ -57,16 +57,44 @@ pub struct Collected {
 }
 
 /// Open circuits as the mode could count them.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Live {
     /// Peak of circuits open at the downloads (when the mode sees them).
     pub exact_peak: Option<u64>,
+    /// Seconds from the downloads' start to the first sample at that peak:
+    /// how long the start-up burst of set-ups took.
+    pub peak_after_secs: Option<f64>,
+    /// `(seconds since the downloads started, circuits open)`, at most one
+    /// sample a second: when the circuits were set up.
+    pub series: Vec<(f64, u64)>,
     /// The same at the end.
     pub exact_end: Option<u64>,
     /// Peak of `anomos_circuits_active` summed over peers.
     pub table_peak: u64,
     /// The same at the end.
     pub table_end: u64,
+}
+
+impl Live {
+    /// A sample of the circuits open at the downloads, `secs` after they
+    /// started: raises the peak and notes when it was first reached.
+    pub fn see_exact(&mut self, open: u64, secs: f64) {
+        if self.exact_peak.is_none_or(|p| open > p) {
+            self.exact_peak = Some(open);
+            self.peak_after_secs = Some(round(secs, 1));
+        }
+        if self.series.last().is_none_or(|&(t, _)| secs >= t + 1.0) {
+            self.series.push((round(secs, 1), open));
+        }
+    }
+
+    /// The first sampled second at which at least `frac` of the peak was
+    /// open.
+    pub fn reached(&self, frac: f64) -> Option<f64> {
+        let want = self.exact_peak? as f64 * frac;
+        let first = self.series.iter().find(|&&(_, n)| n as f64 >= want);
+        first.map(|&(t, _)| t)
+    }
 }
 
 fn round(x: f64, places: i32) -> f64 {
@@ -262,6 +290,9 @@ pub fn build(a: &NetworkArgs, c: Collected) -> Report {
             live_peak: live.exact_peak.unwrap_or_else(|| estimate(live.table_peak)),
             live_at_end: live.exact_end.unwrap_or_else(|| estimate(live.table_end)),
             live_exact: live.exact_peak.is_some(),
+            live_peak_after_secs: live.peak_after_secs,
+            live_half_after_secs: live.reached(0.5),
+            live_series: live.series.clone(),
             table_entries_peak: live.table_peak,
             table_entries_at_end: live.table_end,
             mean_relays_per_path: round(mean_relays, 3),
@@ -390,6 +421,8 @@ mod tests {
             tracker_secs: 8.0,
             live: Live {
                 exact_peak: None,
+                peak_after_secs: None,
+                series: Vec::new(),
                 exact_end: None,
                 table_peak: 45,
                 table_end: 9,
@@ -474,5 +507,22 @@ mod tests {
         assert_eq!((s.min, s.median, s.mean, s.max), (1.0, 2.0, 2.0, 3.0));
         let q = quantiles(&Hist::default());
         assert_eq!((q.count, q.p99_ms_at_most, q.p99_ms_est), (0, None, None));
+    }
+
+    /// The burst's length is the first sample at the peak, not a later
+    /// one at the same count.
+    #[test]
+    fn the_live_peak_notes_when_it_was_first_reached() {
+        let mut live = Live::default();
+        for (open, secs) in [(0, 0.1), (400, 1.2), (1000, 2.26), (1000, 9.0), (990, 12.0)] {
+            live.see_exact(open, secs);
+        }
+        assert_eq!(live.exact_peak, Some(1000));
+        assert_eq!(live.peak_after_secs, Some(2.3));
+        assert_eq!(live.reached(0.4), Some(1.2));
+        assert_eq!(
+            live.series,
+            vec![(0.1, 0), (1.2, 400), (2.3, 1000), (9.0, 1000), (12.0, 990)]
+        );
     }
 }

@@ -284,6 +284,7 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
     let idle = me.sample()?;
 
     let tracker_at_start = ops.scrape(&scraper).await?;
+    let t_downloads = Instant::now();
     let mut progress = Progress::new(a.downloaders);
     let mut pending = Vec::new();
     for k in 0..a.downloaders {
@@ -310,7 +311,7 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
     let mut next_scrape = Instant::now();
     loop {
         let (open, states) = look(&dls);
-        live.exact_peak = live.exact_peak.max(Some(open));
+        live.see_exact(open, t_downloads.elapsed().as_secs_f64());
         for (i, (complete, error)) in states.into_iter().enumerate() {
             if complete {
                 progress.complete(i);
@@ -338,7 +339,7 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
     let hold_end = Instant::now() + Duration::from_secs_f64(a.hold);
     while Instant::now() < hold_end {
         let (open, _) = look(&dls);
-        live.exact_peak = live.exact_peak.max(Some(open));
+        live.see_exact(open, t_downloads.elapsed().as_secs_f64());
         let s = observe::scrape_all(&scraper, &all_addrs(&peers, &dls)).await?;
         live.table_peak = live.table_peak.max(observe::table_entries(&s));
         let left = hold_end.saturating_duration_since(Instant::now());
@@ -346,7 +347,7 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
     }
     let (open, _) = look(&dls);
     live.exact_end = Some(open);
-    live.exact_peak = live.exact_peak.max(Some(open));
+    live.see_exact(open, t_downloads.elapsed().as_secs_f64());
     let finals = observe::scrape_all(&scraper, &all_addrs(&peers, &dls)).await?;
     live.table_end = observe::table_entries(&finals);
     live.table_peak = live.table_peak.max(live.table_end);

@@ -135,6 +135,13 @@ pub struct Circuits {
     pub failed: u64,
     /// Most circuits open at once (originated, counted once each).
     pub live_peak: u64,
+    /// Seconds from the downloads' start until `live_peak` was first seen
+    /// (`inproc`): every set-up before it belongs to the start-up burst.
+    pub live_peak_after_secs: Option<f64>,
+    /// The same for half of `live_peak`.
+    pub live_half_after_secs: Option<f64>,
+    /// `(seconds since the downloads started, circuits open)`, ~1 a second.
+    pub live_series: Vec<(f64, u64)>,
     /// Open at the end of the hold phase.
     pub live_at_end: u64,
     /// `live_*` counted from the downloads' own circuit lists (`inproc`);
@@ -148,8 +155,9 @@ pub struct Circuits {
     /// Mean relays per planned path (the tracker's
     /// `anomos_tracker_path_relays`).
     pub mean_relays_per_path: f64,
-    /// CREATE → open at the originators (`anomos_circuit_setup_seconds`,
-    /// all peers' histograms added).
+    /// Grant → open at the originators: own peel, CREATE → CONFIRM and the
+    /// e2e round trip (`anomos_circuit_setup_seconds`, all peers'
+    /// histograms added).
     pub setup: Quantiles,
 }
 
@@ -364,17 +372,26 @@ impl Report {
         }
         let c = &self.circuits;
         o += &format!(
-            "  circuits: built {}, failed {}; live peak {}{}, at end {}; table entries peak {}; \
+            "  circuits: built {}, failed {}; live peak {}{}{}, at end {}; table entries peak {}; \
              mean relays per path {:.2}\n",
             c.built,
             c.failed,
             c.live_peak,
             if c.live_exact { "" } else { " (est.)" },
+            match (c.live_half_after_secs, c.live_peak_after_secs) {
+                (Some(h), Some(p)) => {
+                    format!(" (half of it {h:.1} s, all {p:.1} s after the downloads started)")
+                }
+                _ => String::new(),
+            },
             c.live_at_end,
             c.table_entries_peak,
             c.mean_relays_per_path
         );
-        o += &format!("  circuit set-up (CREATE→open): {}\n", c.setup.line());
+        o += &format!(
+            "  circuit set-up (grant→open at the originators): {}\n",
+            c.setup.line()
+        );
         let tr = &self.traffic;
         o += &format!(
             "  bytes: relayed {:.1} MiB, uploaded {:.1} MiB, downloaded {:.1} MiB\n",

@@ -9,7 +9,7 @@
 //! the bulk path costs no message and no syscall per cell.
 //!
 //! Everything slow or asynchronous leaves as an [`Output`]: peeling a code
-//! (one X25519, done off-thread by the shell and fed back with
+//! (one X25519, done by the shell, inline or on a pool, and fed back with
 //! [`RelayCore::peel_done`]), waking a local endpoint, closing a link. Time is
 //! injected (`now`); [`RelayCore::poll_timeout`] says when to call
 //! [`RelayCore::handle_timeout`]. See `relay/STATE.md` for the state machine.
@@ -180,6 +180,7 @@ impl RelayCore {
                 nid,
                 alloc: CircuitIdAllocator::new(dialer),
                 out: Vec::new(),
+                prio: Vec::new(),
                 ctrl_cells: 0,
                 violations: 0,
                 closing: false,
@@ -306,12 +307,34 @@ impl RelayCore {
         self.kill(now, key, BreakReason::Protocol, None);
     }
 
-    /// Append a control cell for `(link, circ)` to the link's buffer.
+    /// Append a control cell for `(link, circ)` to the link's buffers.
+    ///
+    /// Set-up and credit cells take the priority lane (`prio`), which the
+    /// writer sends before the cells already queued in `out`, so a CREATE
+    /// or CONFIRM never waits behind a link's bulk DATA (like Tor's cell
+    /// priority). Per-circuit order still holds, because a cell only passes
+    /// cells of *other* circuits:
+    ///
+    /// * CREDIT grants DATA in the opposite direction, so passing this
+    ///   circuit's own outgoing DATA changes nothing; after our BREAK or
+    ///   BREAK_ACK on a half no CREDIT is sent on it (the half is gone).
+    /// * CREATE and CONFIRM pass only when `out` holds no cell of that
+    ///   circuit id: a CREATE may reuse an id whose BREAK_ACK is still
+    ///   queued (the id is freed when the BREAK arrives), and the ack must
+    ///   reach the neighbour first.
+    /// * BREAK and BREAK_ACK stay in order behind the circuit's DATA (the
+    ///   ordered-teardown rules), PADDING is link-level and needs no hurry.
     fn send_ctrl(&mut self, link: LinkId, circ: CircuitId, msg: CellMsg) {
         let Some(l) = self.links.get_mut(&link).filter(|l| !l.closing) else {
             return;
         };
-        Cell::new(circ, msg).encode_into(&mut l.out);
+        let urgent = match msg {
+            CellMsg::Credit(_) => true,
+            CellMsg::Create(_) | CellMsg::Confirm => !holds_circuit(&l.out, circ),
+            CellMsg::Break(_) | CellMsg::BreakAck | CellMsg::Padding | CellMsg::Data(_) => false,
+        };
+        let lane = if urgent { &mut l.prio } else { &mut l.out };
+        Cell::new(circ, msg).encode_into(lane);
         l.ctrl_cells += 1;
         if !l.dirty {
             l.dirty = true;
@@ -473,9 +496,11 @@ impl RelayCore {
         self.circuits.values().map(circuit_queued).sum()
     }
 
-    /// Bytes waiting in `link`'s outbound buffer.
+    /// Bytes waiting in `link`'s outbound buffers (both lanes).
     pub fn outbound_len(&self, link: LinkId) -> usize {
-        self.links.get(&link).map_or(0, |l| l.out.len())
+        self.links
+            .get(&link)
+            .map_or(0, |l| l.prio.len() + l.out.len())
     }
 
     /// Attached links.
@@ -517,14 +542,30 @@ impl RelayCore {
         }
     }
 
-    /// Swap `link`'s outbound buffer with `buf` (pass an empty one; its
-    /// capacity is reused). Resets the control-cell count.
-    pub fn take_outbound(&mut self, link: LinkId, buf: &mut Vec<u8>) {
+    /// Swap `link`'s two outbound lanes with `prio` and `bulk` (pass empty
+    /// ones; their capacity is reused). The writer must send `prio` before
+    /// `bulk` (see `send_ctrl`). Resets the control-cell count.
+    pub fn take_outbound_lanes(&mut self, link: LinkId, prio: &mut Vec<u8>, bulk: &mut Vec<u8>) {
         if let Some(l) = self.links.get_mut(&link) {
-            std::mem::swap(&mut l.out, buf);
+            std::mem::swap(&mut l.prio, prio);
+            std::mem::swap(&mut l.out, bulk);
             l.ctrl_cells = 0;
         }
     }
+
+    /// Everything `link` would send, in wire order (priority lane first),
+    /// into `buf` (pass an empty one).
+    pub fn take_outbound(&mut self, link: LinkId, buf: &mut Vec<u8>) {
+        let mut bulk = Vec::new();
+        self.take_outbound_lanes(link, buf, &mut bulk);
+        buf.extend_from_slice(&bulk);
+    }
+}
+
+/// Whether the whole cells in `out` include one of circuit `circ`.
+fn holds_circuit(out: &[u8], circ: CircuitId) -> bool {
+    let id = circ.0.to_be_bytes();
+    out.chunks_exact(CELL_LEN).any(|c| c[..id.len()] == id)
 }
 
 /// How many whole cells at the front of `cells` share the first one's

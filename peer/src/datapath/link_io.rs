@@ -1,11 +1,12 @@
 //! The reader and writer tasks of one established link.
 //!
-//! The reader reads at least `READ_CHUNK` bytes at a time into a
-//! `CellReader` and hands every whole cell of the read to the core in one
-//! call (the core takes runs of a circuit's cells in one step). The writer
-//! swaps the link's outbound buffer for an empty one and writes it with one
-//! `write_all`, so cells leave in large writes (a socket pump does ~115 MB/s
-//! with 512-byte writes, ~3 GB/s with 256 KiB ones); TLS cuts them into
+//! The reader reads into a `CellReader` (16–256 KiB at a time, sized to
+//! what the link delivers: `read_size.rs`) and hands every whole cell of
+//! the read to the core in one call (the core takes runs of a circuit's
+//! cells in one step). The writer swaps the link's two outbound lanes for
+//! empty ones and writes the priority lane (set-up and credit cells) first,
+//! then the rest, so cells leave in large writes (a socket pump does ~115
+//! MB/s with 512-byte writes, ~3 GB/s with 256 KiB ones); TLS cuts them into
 //! 16 KiB records, which the link's buffered socket (`link::link_socket`)
 //! gathers again into sends of up to 64 KiB before the flush at the end of
 //! the batch. Keep-alive PADDING and the idle timeout come from
@@ -23,8 +24,9 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 256 * 1024;
+mod read_size;
+
+use read_size::ReadSize;
 
 /// The shell's side of one link.
 #[derive(Debug)]
@@ -149,17 +151,20 @@ async fn reader<R: AsyncRead + Unpin>(
     mut closed: watch::Receiver<Option<&'static str>>,
 ) {
     let mut cells = CellReader::new();
+    let mut size = ReadSize::default();
     loop {
-        let spare = cells.spare_mut(READ_CHUNK);
+        let offer = size.offer(cells.buffered());
+        let spare = &mut cells.spare_mut(offer)[..offer];
         let read = tokio::select! {
             r = rd.read(spare) => r,
             _ = closed.wait_for(|r| r.is_some()) => return,
         };
-        match read {
+        let got = match read {
             Ok(0) => return io.close("eof"),
             Err(_) => return io.close("io_error"),
-            Ok(n) => cells.commit(n),
-        }
+            Ok(n) => n,
+        };
+        cells.commit(got);
         let now = Instant::now();
         io.timers.borrow_mut().on_rx(now);
         let whole = cells.whole_cells();
@@ -171,6 +176,9 @@ async fn reader<R: AsyncRead + Unpin>(
             cells.consume_cells(whole);
             inner.pump();
         }
+        if size.after_read(offer, got, cells.buffered()) {
+            cells = CellReader::new();
+        }
     }
 }
 
@@ -181,6 +189,8 @@ async fn writer<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut closed: watch::Receiver<Option<&'static str>>,
 ) {
+    // Control cells that may pass queued DATA, then the rest in order.
+    let mut prio = Vec::new();
     let mut buf = Vec::new();
     loop {
         let deadline = io.timers.borrow().next_deadline();
@@ -193,16 +203,25 @@ async fn writer<W: AsyncWrite + Unpin>(
         if let LinkTimer::Close(reason) = due {
             return io.close(reason);
         }
+        prio.clear();
         buf.clear();
-        inner.core.borrow_mut().take_outbound(id, &mut buf);
-        if buf.is_empty() && due == LinkTimer::SendPadding {
+        inner
+            .core
+            .borrow_mut()
+            .take_outbound_lanes(id, &mut prio, &mut buf);
+        if prio.is_empty() && buf.is_empty() && due == LinkTimer::SendPadding {
             Cell::new(CircuitId::LINK, CellMsg::Padding).encode_into(&mut buf);
         }
-        if buf.is_empty() {
+        if prio.is_empty() && buf.is_empty() {
             continue;
         }
+        let write = async {
+            wr.write_all(&prio).await?;
+            wr.write_all(&buf).await?;
+            wr.flush().await
+        };
         let written = tokio::select! {
-            r = async { wr.write_all(&buf).await?; wr.flush().await } => r,
+            r = write => r,
             _ = closed.wait_for(|r| r.is_some()) => return,
         };
         if written.is_err() {

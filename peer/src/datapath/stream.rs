@@ -22,7 +22,8 @@ mod pump;
 pub use pipe::CircuitStream;
 pub(crate) use pump::Pump;
 
-use super::{peel_blocking, CircuitError, EpIo, Inner};
+use super::peel::peel;
+use super::{CircuitError, EpIo, Inner};
 use crate::core::relay::CircKey;
 use anomos_common::api::CircuitGrant;
 use anomos_common::cell::{BreakReason, CELL_BODY_LEN, CREATE_CODE_LEN};
@@ -84,7 +85,7 @@ pub(super) async fn originate(
         next_nid,
         next_code,
         ..
-    } = peel_blocking(inner, &grant.code).await?
+    } = peel(inner, &grant.code).await?
     else {
         return Err(bad("own layer is an exit layer"));
     };

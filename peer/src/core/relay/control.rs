@@ -1,5 +1,5 @@
 //! Control cells (CREATE, CONFIRM, BREAK, BREAK_ACK, CREDIT) and the
-//! result of an off-thread peel.
+//! result of a peel (inline or on the blocking pool).
 
 use super::table::{Circuit, Crypto, Dir, End, Flow, Side, Slot, Stage};
 use super::{CircKey, LinkId, Output, RelayCore};

@@ -93,7 +93,7 @@ pub(crate) struct Side {
 /// How far a circuit has got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stage {
-    /// CREATE received; the code is being peeled off-thread.
+    /// CREATE received; the code is being peeled by the shell.
     Peeling { deadline: Instant },
     /// CREATE sent onwards; waiting for CONFIRM.
     Extending { deadline: Instant },
@@ -212,9 +212,14 @@ pub(crate) struct LinkState {
     pub nid: Nid,
     /// Our side's ids (the dialer allocates odd ids).
     pub alloc: CircuitIdAllocator,
-    /// Cells waiting for the writer: swapped out whole by `take_outbound`.
+    /// Cells waiting for the writer in arrival order (DATA, BREAK,
+    /// BREAK_ACK, PADDING): swapped out whole by `take_outbound`.
     pub out: Vec<u8>,
-    /// Control cells appended since the writer last took the buffer.
+    /// Control cells that may pass the cells in `out` (CREATE, CONFIRM,
+    /// CREDIT; see `RelayCore::send_ctrl`): they leave before `out`.
+    pub prio: Vec<u8>,
+    /// Control cells appended (to either buffer) since the writer last
+    /// took them.
     pub ctrl_cells: usize,
     /// Protocol violations charged to this neighbour.
     pub violations: u32,

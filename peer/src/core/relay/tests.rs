@@ -11,6 +11,8 @@ use anomos_common::replay::ReplayCache;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
+mod priority;
+
 /// Unix seconds every test code is built and peeled at.
 pub(super) const UNIX: u64 = 1_700_000_000;
 const IH: InfoHash = InfoHash([7; 32]);
