@@ -75,6 +75,14 @@ for label, v, f in rows:
 print("\nbest BitTorrent pair from start: %s (%.1f MiB/s); from first byte: %s (%.1f MiB/s)"
       % (best_start["pair"], bs, best_first["pair"], bf))
 print("every download verified (cmp); plain TLS and the circuit stream are memory to memory")
+print("\nCPU per byte of `anomos get` (ns/B, whole run of each process role):")
+for name in ["get-1seed-1relays", "get-1seed-2relays", "get-1seed-3relays", "get-2seeds-2relays"]:
+    g = json.load(open(os.path.join(out, name + ".json")))
+    cpu, b = g.get("cpu_seconds"), g["mib"] * 1048576
+    if cpu:
+        print("  %-20s downloader %.1f  seeders %.1f  relays %.1f  all %.1f" % (
+            name, cpu["downloader"] * 1e9 / b, cpu["seeders"] * 1e9 / b,
+            cpu["relays"] * 1e9 / b, sum(cpu.values()) * 1e9 / b))
 json.dump({"rows": [{"transfer": l, "mib_per_s": v, "ratio_to_best_bt": v / bs,
                      "mib_per_s_from_first_byte": f,
                      "ratio_to_best_bt_from_first_byte": (f / bf) if f else None}

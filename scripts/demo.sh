@@ -59,6 +59,15 @@ metric() {
 }
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+# CPU seconds (user + system) the given processes have used so far.
+cpu() {
+  local ticks=0 f
+  for p in "$@"; do
+    read -r -a f <"/proc/$p/stat"
+    ticks=$((ticks + f[13] + f[14]))
+  done
+  awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
 
 # Short announce interval and tolerant rate limits: a lab on one host.
 cat >"$DIR/tracker.toml" <<EOF
@@ -86,11 +95,13 @@ echo "tracker at $URL"
 peer_opts() { echo --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --data-dir "$DIR/$1" --config "$DIR/peer.toml"; }
 
 RELAY_METRICS=()
+RELAY_PIDS=()
 for i in $(seq 1 "$RELAYS"); do
   # shellcheck disable=SC2046
   "$BIN/anomos" relay --tracker "$URL" --tracker-pin "$PIN" $(peer_opts "relay$i") \
     >"$DIR/relay$i.out" 2>"$DIR/relay$i.err" &
   PIDS+=($!)
+  RELAY_PIDS+=($!)
 done
 for i in $(seq 1 "$RELAYS"); do
   RELAY_METRICS+=("$(wait_line "$DIR/relay$i.out" 'metrics' | awk '{print $NF}')")
@@ -103,11 +114,13 @@ head -c "$((MIB * 1048576))" /dev/urandom >"$DIR/share/demo.bin"
   -o "$DIR/demo.atorrent"
 
 SEED_METRICS=()
+SEED_PIDS=()
 for s in $(seq 1 "$SEEDERS"); do
   # shellcheck disable=SC2046
   "$BIN/anomos" seed "$DIR/demo.atorrent" --data "$DIR/share/demo.bin" $(peer_opts "seed$s") \
     >"$DIR/seed$s.out" 2>"$DIR/seed$s.err" &
   PIDS+=($!)
+  SEED_PIDS+=($!)
 done
 for s in $(seq 1 "$SEEDERS"); do
   SEED_METRICS+=("$(wait_line "$DIR/seed$s.out" 'metrics' | awk '{print $NF}')")
@@ -115,10 +128,19 @@ done
 echo "$SEEDERS seeder(s) up; downloading ${MIB} MiB anonymously…"
 sleep 1
 
+SEED_CPU0=$(cpu "${SEED_PIDS[@]}")
+RELAY_CPU0=$(cpu "${RELAY_PIDS[@]}")
 START=$(date +%s.%N)
+# `time` reports the downloader's own CPU seconds (tee's are negligible).
+exec 3>&2
+TIMEFORMAT='%U %S'
 # shellcheck disable=SC2046
-"$BIN/anomos" get "$DIR/demo.atorrent" --out "$DIR/got" $(peer_opts downloader) | tee "$DIR/get.out"
+{ time "$BIN/anomos" get "$DIR/demo.atorrent" --out "$DIR/got" $(peer_opts downloader) 2>&3 \
+  | tee "$DIR/get.out"; } 2>"$DIR/get.time"
 END=$(date +%s.%N)
+GET_CPU=$(awk '{ printf "%.2f", $1 + $2 }' "$DIR/get.time")
+SEED_CPU=$(awk -v a="$(cpu "${SEED_PIDS[@]}")" -v b="$SEED_CPU0" 'BEGIN { printf "%.2f", a - b }')
+RELAY_CPU=$(awk -v a="$(cpu "${RELAY_PIDS[@]}")" -v b="$RELAY_CPU0" 'BEGIN { printf "%.2f", a - b }')
 cmp "$DIR/share/demo.bin" "$DIR/got/demo.bin"
 sleep 1.5  # the peers publish their counters once a second
 echo
@@ -137,7 +159,12 @@ for i in $(seq 1 "$RELAYS"); do
   echo "relay $i carried $(mib "$b")"
 done
 echo "all relays together: $(mib "$total") (every byte crosses at least two relays)"
+awk -v g="$GET_CPU" -v s="$SEED_CPU" -v r="$RELAY_CPU" -v m="$MIB" 'BEGIN {
+  b = m * 1048576
+  printf "CPU during the download: downloader %.2f s, seeders %.2f s, relays %.2f s (%.1f ns per byte in all)\n", g, s, r, (g + s + r) * 1e9 / b
+}'
 if [[ -n "${JSON:-}" ]]; then
   awk -v s="$START" -v e="$END" -v m="$MIB" -v r="${CIRCUIT_RELAYS:-0}" -v t="$total" -v d="$DATA_SECS" \
-    'BEGIN { printf "{\"mib\": %d, \"circuit_relays\": %d, \"seconds\": %.3f, \"mib_per_s\": %.1f, \"mib_per_s_from_first_block\": %.1f, \"relay_bytes\": %d}\n", m, r, e - s, m / (e - s), (d > 0 ? m / d : 0), t }' >"$JSON"
+    -v gc="$GET_CPU" -v sc="$SEED_CPU" -v rc="$RELAY_CPU" \
+    'BEGIN { printf "{\"mib\": %d, \"circuit_relays\": %d, \"seconds\": %.3f, \"mib_per_s\": %.1f, \"mib_per_s_from_first_block\": %.1f, \"relay_bytes\": %d, \"cpu_seconds\": {\"downloader\": %.2f, \"seeders\": %.2f, \"relays\": %.2f}}\n", m, r, e - s, m / (e - s), (d > 0 ? m / d : 0), t, gc, sc, rc }' >"$JSON"
 fi
