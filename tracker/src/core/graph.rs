@@ -341,11 +341,7 @@ impl NeighbourGraph {
         self.g
             .edges(ix)
             .filter_map(|e| {
-                let other = if e.source() == ix {
-                    e.target()
-                } else {
-                    e.source()
-                };
+                let other = far_end(&e, ix);
                 let v = self.g.node_weight(other)?;
                 let dial = e.weight().dialer == id;
                 Some(NeighbourEntry {
@@ -438,11 +434,7 @@ impl NeighbourGraph {
         self.g
             .edges(ix)
             .filter_map(|e| {
-                let other = if e.source() == ix {
-                    e.target()
-                } else {
-                    e.source()
-                };
+                let other = far_end(&e, ix);
                 Some((self.g.node_weight(other)?.id, e.weight().nid))
             })
             .collect()
@@ -490,11 +482,7 @@ impl NeighbourGraph {
             }
             let mut others = HashSet::new();
             for e in self.g.edges(ix) {
-                let o = if e.source() == ix {
-                    e.target()
-                } else {
-                    e.source()
-                };
+                let o = far_end(&e, ix);
                 if !others.insert(o) {
                     return Err("parallel edges".into());
                 }
@@ -638,6 +626,15 @@ impl NeighbourGraph {
                 self.mark_dropped(ix, nid);
             }
         }
+    }
+}
+
+/// The end of edge `e` that is not `ix`.
+fn far_end<E: EdgeRef<NodeId = NodeIndex>>(e: &E, ix: NodeIndex) -> NodeIndex {
+    if e.source() == ix {
+        e.target()
+    } else {
+        e.source()
     }
 }
 

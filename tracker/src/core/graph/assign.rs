@@ -161,13 +161,7 @@ impl NeighbourGraph {
             .g
             .edges(y)
             .filter(|e| e.weight().circuits == 0)
-            .map(|e| {
-                if e.source() == y {
-                    e.target()
-                } else {
-                    e.source()
-                }
-            })
+            .map(|e| super::far_end(&e, y))
             .filter(|&z| self.partner_ok(x, z))
             .collect();
         zs.choose(rng).copied()
