@@ -35,6 +35,10 @@ mod inproc;
 pub mod netns;
 #[path = "network/observe.rs"]
 mod observe;
+#[path = "network/probe.rs"]
+pub mod probe;
+#[path = "network/probing.rs"]
+mod probing;
 #[path = "network/procs.rs"]
 mod procs;
 #[path = "network/progress.rs"]
@@ -90,6 +94,8 @@ pub enum Role {
     Downloader,
     /// The one process of an `inproc` run.
     Inproc,
+    /// A relay-only peer added for the set-up probe (`inproc --probe`).
+    Probe,
 }
 
 impl Role {
@@ -101,6 +107,7 @@ impl Role {
             Role::Seeder => "seeder",
             Role::Downloader => "downloader",
             Role::Inproc => "inproc",
+            Role::Probe => "probe",
         }
     }
 }
@@ -167,12 +174,31 @@ pub struct NetworkArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// `inproc`: probe circuits per phase, asked for one at a time while
+    /// the network holds its circuits (during the downloads, and after
+    /// them); 0 = no probe. See `network/probe.rs`.
+    #[arg(long, default_value_t = 0)]
+    pub probe: usize,
+    /// `inproc`: idle circuits the probe origins open before the downloads
+    /// start and hold to the end (so many circuits are live in both
+    /// phases).
+    #[arg(long, default_value_t = 0)]
+    pub probe_hold: usize,
+    /// `inproc`: probe origins, and as many probe exits for the held
+    /// circuits (relay-only peers added to the network).
+    #[arg(long, default_value_t = 4)]
+    pub probe_peers: usize,
 }
 
 impl NetworkArgs {
     /// Bytes per torrent.
     pub fn size_bytes(&self) -> u64 {
         (self.size * 1048576.0).round() as u64
+    }
+
+    /// Whether the set-up probe adds peers to the run.
+    pub fn probes_on(&self) -> bool {
+        self.probe > 0 || self.probe_hold > 0
     }
 
     /// Reject runs that cannot work.
@@ -197,6 +223,12 @@ impl NetworkArgs {
         }
         if !self.hold.is_finite() || self.hold < 0.0 {
             bail!("--hold must not be negative");
+        }
+        if self.probes_on() && self.mode != NetMode::Inproc {
+            bail!("--probe and --probe-hold need --mode inproc");
+        }
+        if self.probes_on() && self.probe_peers == 0 {
+            bail!("--probe-peers must be at least 1 with --probe or --probe-hold");
         }
         Ok(())
     }
@@ -241,6 +273,16 @@ mod tests {
         assert!(bad(&["--relays", "2", "--max-relays", "3"]));
         assert!(bad(&["--size", "0"]));
         assert!(bad(&["--hold=-1"]));
+        assert!(bad(&["--probe", "5"]));
+        assert!(bad(&[
+            "--mode",
+            "inproc",
+            "--probe-hold",
+            "5",
+            "--probe-peers",
+            "0"
+        ]));
+        assert!(!bad(&["--mode", "inproc", "--probe", "5"]));
         assert!(T::try_parse_from(["t", "--circuits", "0"]).is_err());
         let half = T::parse_from(["t", "--size", "0.5", "--mode", "inproc"]).a;
         assert_eq!(half.size_bytes(), 512 << 10);

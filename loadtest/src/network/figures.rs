@@ -54,6 +54,8 @@ pub struct Collected {
     pub wall_secs: f64,
     /// Load average before.
     pub load_average_before: Option<[f64; 3]>,
+    /// Steady-state set-up probe phases (`inproc --probe`).
+    pub probes: Vec<super::probe::ProbePhase>,
 }
 
 /// Open circuits as the mode could count them.
@@ -298,6 +300,7 @@ pub fn build(a: &NetworkArgs, c: Collected) -> Report {
             mean_relays_per_path: round(mean_relays, 3),
             setup: quantiles(&setup),
         },
+        probes: c.probes,
         traffic: Traffic {
             relay_bytes: sum("anomos_relay_bytes_total"),
             relay_bytes_by_role: relay_by_role,
@@ -441,6 +444,7 @@ mod tests {
             },
             wall_secs: 9.0,
             load_average_before: None,
+            probes: Vec::new(),
         };
         let r = build(&a, c);
         assert_eq!((r.completed, r.intact), (1, 1));

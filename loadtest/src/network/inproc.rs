@@ -15,21 +15,27 @@
 //! Identities are ephemeral (nothing per peer on disk but downloads).
 
 use std::any::Any;
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_rt::ArbiterHandle;
 use anomos_common::metainfo::Metainfo;
+use anomos_common::InfoHash;
 use anomos_peer::actors::swarm::{SwarmSettings, SwarmStatus};
 use anomos_peer::config::{Overrides, PeerConfig};
 use anomos_peer::core::swarm::SwarmConfig;
+use anomos_peer::datapath::DataPath;
 use anomos_peer::storage::{Storage, StorageOptions, Target};
 use anyhow::{bail, Context as _};
 use tokio::sync::{oneshot, watch};
 
 use super::figures::{self, Collected, Live};
 use super::observe::{self, TrackerOps};
+use super::probe;
+use super::probing::{self, Prober};
 use super::progress::Progress;
 use super::prom::Scrape;
 use super::report::{Memory, ProcFigures, Report};
@@ -55,6 +61,13 @@ enum Job {
         out: PathBuf,
         circuits: u16,
     },
+    /// A relay-only peer whose handle the driver keeps, to ask for probe
+    /// and held circuits.
+    ProbeOrigin,
+    /// A relay-only peer serving `infohash` for the held circuits.
+    ProbeExit {
+        infohash: InfoHash,
+    },
 }
 
 /// A started peer, seen from the driver's thread.
@@ -62,6 +75,8 @@ struct Hosted {
     role: Role,
     metrics: SocketAddr,
     status: Option<watch::Receiver<SwarmStatus>>,
+    /// Probe origins only.
+    handle: Option<anomos_peer::PeerHandle<DataPath>>,
     stop: oneshot::Sender<()>,
     stopped: oneshot::Receiver<()>,
 }
@@ -115,6 +130,7 @@ async fn hosted(
     role: Role,
     ready: oneshot::Sender<anyhow::Result<Hosted>>,
 ) {
+    let origin = matches!(job, Job::ProbeOrigin);
     let started = start_job(cfg, job).await;
     let (peer, swarm, status) = match started {
         Ok(x) => x,
@@ -134,6 +150,7 @@ async fn hosted(
         role,
         metrics,
         status,
+        handle: origin.then(|| peer.handle()),
         stop,
         stopped,
     };
@@ -154,7 +171,14 @@ type Started = (
 
 async fn start_job(cfg: PeerConfig, job: Job) -> anyhow::Result<Started> {
     let (meta, target, circuits) = match job {
-        Job::Relay => return Ok((anomos_peer::run_peer(cfg).await?, None, None)),
+        Job::Relay | Job::ProbeOrigin => {
+            return Ok((anomos_peer::run_peer(cfg).await?, None, None))
+        }
+        Job::ProbeExit { infohash } => {
+            let peer = anomos_peer::run_peer(cfg).await?;
+            probing::serve_exit(&peer, infohash);
+            return Ok((peer, None, None));
+        }
         Job::Seed { meta, data } => (meta, Target::Seed { data }, 0),
         Job::Get {
             meta,
@@ -276,12 +300,50 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
         };
         pending.push(host(&arbs[k % arbs.len()], cfg()?, job, role));
     }
+    // Probe origins, then (for held circuits) as many probe exits.
+    let exits_ih = InfoHash(rand::random());
+    let probe_peers = if a.probes_on() { a.probe_peers } else { 0 };
+    let probe_exits = if a.probe_hold > 0 { probe_peers } else { 0 };
+    for k in 0..probe_peers + probe_exits {
+        let n = a.relays + a.seeders + k;
+        let (job, mut c) = (Job::ProbeOrigin, cfg()?);
+        let job = if k < probe_peers {
+            // Every request announces at once: no self-imposed gap in
+            // request → open.
+            c.min_announce_gap_ms = 1;
+            job
+        } else {
+            Job::ProbeExit { infohash: exits_ih }
+        };
+        pending.push(host(&arbs[n % arbs.len()], c, job, Role::Probe));
+    }
     let mut peers = ready_all(pending).await?;
     let addrs: Vec<SocketAddr> = peers.iter().map(|h| h.metrics).collect();
     let overlay_links = observe::converge(&scraper, &ops, &addrs).await?;
     let overlay_secs = t_peers.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = me.sample()?;
+    let first = a.relays + a.seeders;
+    let prober = Rc::new(Prober {
+        origins: peers[first..first + probe_peers]
+            .iter()
+            .filter_map(|h| h.handle.clone())
+            .collect(),
+        origin_metrics: peers[first..first + probe_peers]
+            .iter()
+            .map(|h| h.metrics)
+            .collect(),
+        target: torrents[0].meta.info_hash(),
+        held: Rc::new(Cell::new(0)),
+    });
+    if a.probe_hold > 0 {
+        let secs = prober.fill(exits_ih, a.probe_hold, probe_exits).await?;
+        eprintln!(
+            "probe: {} idle circuits held ({} open) in {secs:.1} s",
+            a.probe_hold,
+            prober.held.get()
+        );
+    }
 
     let tracker_at_start = ops.scrape(&scraper).await?;
     let t_downloads = Instant::now();
@@ -309,9 +371,21 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
         peers.iter().chain(dls).map(|h| h.metrics).collect()
     };
     let mut next_scrape = Instant::now();
+    // What the bulk probe phase reads at each request.
+    let dl_open = Rc::new(Cell::new(0u64));
+    let running = Rc::new(Cell::new(true));
+    let mut bulk_probe = None;
+    let wanted = a.downloaders as u64 * u64::from(a.circuits);
     loop {
         let (open, states) = look(&dls);
         live.see_exact(open, t_downloads.elapsed().as_secs_f64());
+        dl_open.set(open);
+        if a.probe > 0 && bulk_probe.is_none() && probe::bulk_ready(open, wanted) {
+            let (p, o, r, n) = (prober.clone(), dl_open.clone(), running.clone(), a.probe);
+            bulk_probe = Some(actix_rt::spawn(async move {
+                p.phase("bulk", n, true, &move || (o.get(), r.get())).await
+            }));
+        }
         for (i, (complete, error)) in states.into_iter().enumerate() {
             if complete {
                 progress.complete(i);
@@ -333,8 +407,23 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    running.set(false);
     let t_done = progress.last_done();
     let tracker_at_done = ops.scrape(&scraper).await?;
+    let mut probes = Vec::new();
+    if a.probe > 0 {
+        let bulk = match bulk_probe {
+            Some(task) => task.await.context("the bulk probe ended")??,
+            None => probe::summarize("bulk", &[], &Default::default()),
+        };
+        probes.push(bulk);
+        // The downloads' conns settle first.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle = prober
+            .phase("idle", a.probe, false, &|| (look(&dls).0, false))
+            .await?;
+        probes.push(idle);
+    }
 
     let hold_end = Instant::now() + Duration::from_secs_f64(a.hold);
     while Instant::now() < hold_end {
@@ -382,7 +471,7 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
         eprintln!("warning: tracker stop: {e}");
     }
 
-    let idle_peers = (a.relays + a.seeders).max(1) as f64;
+    let idle_peers = (a.relays + a.seeders + probe_peers + probe_exits).max(1) as f64;
     let collected = Collected {
         network: "inproc",
         processes: 1,
@@ -410,11 +499,12 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
         memory: Memory {
             rss_per_idle_peer_kib: (idle.rss_kib as f64 - before.rss_kib as f64) / idle_peers,
             basis: format!(
-                "(process VmRSS with the {} relays and {} seeders linked up, idle) minus \
-                 (VmRSS with only the tracker), divided by {}",
+                "(process VmRSS with the {} relays, {} seeders and {} probe peers linked up, \
+                 idle) minus (VmRSS with only the tracker), divided by {}",
                 a.relays,
                 a.seeders,
-                a.relays + a.seeders
+                probe_peers + probe_exits,
+                idle_peers
             ),
             process_rss_before_peers_kib: Some(before.rss_kib),
             process_rss_idle_kib: Some(idle.rss_kib),
@@ -422,6 +512,7 @@ async fn drive(a: &NetworkArgs, arbs: &[ArbiterHandle]) -> anyhow::Result<Report
         },
         wall_secs: t_run.elapsed().as_secs_f64(),
         load_average_before,
+        probes,
     };
     Ok(figures::build(a, collected))
 }

@@ -362,6 +362,7 @@ async fn drive(a: &NetworkArgs, lay: &Layout) -> anyhow::Result<Report> {
         },
         wall_secs: t_run.elapsed().as_secs_f64(),
         load_average_before,
+        probes: Vec::new(),
     };
     Ok(figures::build(a, collected))
 }

@@ -59,6 +59,8 @@ pub struct Report {
     pub throughput: Throughput,
     /// Circuits.
     pub circuits: Circuits,
+    /// Steady-state set-up probe phases (`inproc --probe`; empty without).
+    pub probes: Vec<super::probe::ProbePhase>,
     /// Bytes moved (peer counters summed).
     pub traffic: Traffic,
     /// The tracker's own figures.
@@ -312,7 +314,7 @@ fn mib(kib: u64) -> f64 {
 }
 
 impl Quantiles {
-    fn line(&self) -> String {
+    pub fn line(&self) -> String {
         format!(
             "p50 {} p90 {} p99 {} ms, mean {:.2} ms, n={}",
             quantile(self.p50_ms_at_most, self.p50_ms_est),
@@ -392,6 +394,9 @@ impl Report {
             "  circuit set-up (grant→open at the originators): {}\n",
             c.setup.line()
         );
+        for p in &self.probes {
+            o += &p.text();
+        }
         let tr = &self.traffic;
         o += &format!(
             "  bytes: relayed {:.1} MiB, uploaded {:.1} MiB, downloaded {:.1} MiB\n",

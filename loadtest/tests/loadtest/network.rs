@@ -108,10 +108,25 @@ fn network_procs_tiny_run_downloads_intact() {
 
 #[test]
 fn network_inproc_tiny_run_downloads_intact() {
-    let a = args("inproc");
+    let mut a = args("inproc");
+    // The set-up probe, kept tiny: 3 probe circuits per phase, 4 held.
+    for x in ["--probe", "3", "--probe-hold", "4", "--probe-peers", "2"] {
+        a.push(x.into());
+    }
     let os: Vec<&OsStr> = a.iter().map(OsStr::new).collect();
     let (_, r) = run_loadtest(&os);
     check(&r, "inproc");
+    let probes = r["probes"].as_array().expect("probe phases");
+    assert_eq!(probes.len(), 2);
+    assert_eq!(probes[0]["phase"], "bulk");
+    let idle = &probes[1];
+    assert_eq!(idle["phase"], "idle");
+    assert_eq!((u(&idle["probes"]), u(&idle["opened"])), (3, 3));
+    assert_eq!(u(&idle["probes_during_bulk"]), 0);
+    assert_eq!(u(&idle["held"]), 4);
+    assert!(u(&idle["live_min"]) >= 4, "{idle}");
+    assert!(idle["request_to_open"]["max_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(u(&idle["grant_to_open"]["count"]), 3);
     assert_eq!(u(&r["processes"]), 1);
     assert_eq!(r["circuits"]["live_exact"], true);
     assert!(
