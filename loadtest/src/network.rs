@@ -245,6 +245,26 @@ pub fn run(a: &NetworkArgs) -> anyhow::Result<Report> {
     }
 }
 
+/// Drive a run for at most `--timeout` seconds. SIGINT/SIGTERM end it
+/// with an error, so the run's guards (children killed, namespaces
+/// deleted) stop everything rather than the signal.
+async fn bounded(
+    a: &NetworkArgs,
+    run: impl std::future::Future<Output = anyhow::Result<Report>>,
+) -> anyhow::Result<Report> {
+    use anyhow::Context as _;
+    let limit = std::time::Duration::from_secs(a.timeout);
+    tokio::select! {
+        r = tokio::time::timeout(limit, run) => {
+            r.with_context(|| format!("run exceeded --timeout {} s", a.timeout))?
+        }
+        r = anomos_peer::app::wait_for_signal() => {
+            r?;
+            bail!("interrupted")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

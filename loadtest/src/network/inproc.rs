@@ -87,20 +87,7 @@ pub fn run(a: &NetworkArgs) -> anyhow::Result<Report> {
     let arbiters: Vec<actix_rt::Arbiter> =
         sys.block_on(async { (0..a.threads).map(|_| actix_rt::Arbiter::new()).collect() });
     let handles: Vec<ArbiterHandle> = arbiters.iter().map(|x| x.handle()).collect();
-    let limit = Duration::from_secs(a.timeout);
-    let r = sys.block_on(async {
-        tokio::select! {
-            r = tokio::time::timeout(limit, drive(a, &handles)) => {
-                r.with_context(|| format!("run exceeded --timeout {} s", a.timeout))?
-            }
-            // SIGINT/SIGTERM end the run through its guards (children
-            // killed, namespaces deleted) rather than by the signal.
-            r = anomos_peer::app::wait_for_signal() => {
-                r?;
-                bail!("interrupted")
-            }
-        }
-    });
+    let r = sys.block_on(super::bounded(a, drive(a, &handles)));
     // Whatever still runs on the arbiters (after a failure) is dropped.
     for arb in arbiters {
         arb.stop();

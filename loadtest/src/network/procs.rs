@@ -91,20 +91,7 @@ fn run_with(a: &NetworkArgs, lay: Layout) -> anyhow::Result<Report> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let limit = Duration::from_secs(a.timeout);
-    let r = rt.block_on(async {
-        tokio::select! {
-            r = tokio::time::timeout(limit, drive(a, &lay)) => {
-                r.with_context(|| format!("run exceeded --timeout {} s", a.timeout))?
-            }
-            // SIGINT/SIGTERM end the run through its guards (children
-            // killed, namespaces deleted) rather than by the signal.
-            r = anomos_peer::app::wait_for_signal() => {
-                r?;
-                bail!("interrupted")
-            }
-        }
-    });
+    let r = rt.block_on(super::bounded(a, drive(a, &lay)));
     // Children not stopped by the run are killed as their guards drop.
     drop(rt);
     r
