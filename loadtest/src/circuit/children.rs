@@ -190,73 +190,6 @@ pub fn sample(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A Prometheus histogram: cumulative `(le, count)` buckets, sum and count.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PromHistogram {
-    /// Upper bounds (seconds) with cumulative counts, `+Inf` last.
-    pub buckets: Vec<(f64, f64)>,
-    /// Sum of observations.
-    pub sum: f64,
-    /// Number of observations.
-    pub count: f64,
-}
-
-impl PromHistogram {
-    /// Parse histogram `name` out of Prometheus text.
-    pub fn parse(text: &str, name: &str) -> Self {
-        let bucket = format!("{name}_bucket{{le=\"");
-        let buckets = text
-            .lines()
-            .filter_map(|l| l.strip_prefix(&bucket))
-            .filter_map(|r| {
-                let (le, rest) = r.split_once("\"}")?;
-                let le = if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse().ok()?
-                };
-                Some((le, rest.trim().parse().ok()?))
-            })
-            .collect();
-        PromHistogram {
-            buckets,
-            sum: sample(text, &format!("{name}_sum")),
-            count: sample(text, &format!("{name}_count")),
-        }
-    }
-
-    /// Observations made between `earlier` and `self`.
-    pub fn since(&self, earlier: &PromHistogram) -> Self {
-        let buckets = self
-            .buckets
-            .iter()
-            .map(|&(le, c)| {
-                let before = earlier
-                    .buckets
-                    .iter()
-                    .find(|b| b.0 == le)
-                    .map_or(0.0, |b| b.1);
-                (le, c - before)
-            })
-            .collect();
-        PromHistogram {
-            buckets,
-            sum: self.sum - earlier.sum,
-            count: self.count - earlier.count,
-        }
-    }
-
-    /// The upper bound of the bucket holding quantile `q` (seconds); the
-    /// true value lies at or below it. `None` when empty.
-    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
-        if self.count <= 0.0 {
-            return None;
-        }
-        let rank = (q * self.count).ceil().max(1.0);
-        self.buckets.iter().find(|b| b.1 >= rank).map(|b| b.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,21 +206,10 @@ mod tests {
     }
 
     #[test]
-    fn histogram_quantiles_and_differences() {
-        let text = "# HELP x\nh_bucket{le=\"0.001\"} 2\nh_bucket{le=\"0.01\"} 9\n\
-                    h_bucket{le=\"+Inf\"} 10\nh_sum 0.5\nh_count 10\nc 4\n";
-        let h = PromHistogram::parse(text, "h");
-        assert_eq!(h.buckets.len(), 3);
-        assert_eq!(h.count, 10.0);
-        assert_eq!(h.quantile_bound(0.5), Some(0.01));
-        assert_eq!(h.quantile_bound(0.2), Some(0.001));
-        assert_eq!(h.quantile_bound(0.99), Some(f64::INFINITY));
-        let before = PromHistogram::parse("h_bucket{le=\"0.001\"} 2\nh_count 2\n", "h");
-        let d = h.since(&before);
-        assert_eq!(d.count, 8.0);
-        assert_eq!(d.quantile_bound(0.5), Some(0.01));
-        assert_eq!(PromHistogram::default().quantile_bound(0.5), None);
+    fn unlabelled_samples_are_read() {
+        let text = "# HELP x\nh_bucket{le=\"0.001\"} 2\nh_count 10\nc 4\n";
         assert_eq!(sample(text, "c"), 4.0);
+        assert_eq!(sample(text, "h_count"), 10.0);
         assert_eq!(sample(text, "missing"), 0.0);
     }
 }

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use super::children::{http_get, sample, EndpointProc, PromHistogram, RelayProc};
+use super::children::{http_get, sample, EndpointProc, RelayProc};
 use super::endpoint::Reply;
 use super::{CircuitArgs, CpuUse, Idle, NsPerByte, RelayMemory, Report, Setup};
 use crate::histogram::Histogram;
+use crate::network::prom::{Hist, Scrape};
 use crate::procstat::{load_average, ProcReader, ProcSample};
 use crate::report::Latency;
 use crate::spawn::SpawnedTracker;
@@ -185,18 +186,12 @@ async fn drive(a: &CircuitArgs) -> anyhow::Result<Report> {
     // Let the transfer circuit close before the memory baseline.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = samples(&pids)?;
-    let h0 = PromHistogram::parse(
-        &http_get(origin_m, "/metrics", None).await?,
-        SETUP_HISTOGRAM,
-    );
+    let h0 = Scrape::parse(&http_get(origin_m, "/metrics", None).await?).histogram(SETUP_HISTOGRAM);
     let times_us = match origin.call(&format!("setup {}", a.circuits), long).await? {
         Reply::Setup { times_us } => times_us,
         r => bail!("setup: unexpected reply {r:?}"),
     };
-    let h1 = PromHistogram::parse(
-        &http_get(origin_m, "/metrics", None).await?,
-        SETUP_HISTOGRAM,
-    );
+    let h1 = Scrape::parse(&http_get(origin_m, "/metrics", None).await?).histogram(SETUP_HISTOGRAM);
     let setup = setup_figures(&times_us, &h1.since(&h0));
 
     let rest = a.idle_circuits - a.circuits;
@@ -315,7 +310,7 @@ async fn converge(operator: SocketAddr, token: &str, peers: &[SocketAddr]) -> an
     }
 }
 
-fn setup_figures(times_us: &[u64], h: &PromHistogram) -> Setup {
+fn setup_figures(times_us: &[u64], h: &Hist) -> Setup {
     let mut hist = Histogram::default();
     for t in times_us {
         hist.record(*t);
@@ -429,7 +424,7 @@ mod tests {
         assert_eq!(f.relays[1].bytes_per_circuit, Some(2048.0));
         assert_eq!(f.median_bytes_per_circuit, 2048.0);
         assert_eq!(f.endpoint_rss_kib, [7, 8]);
-        let h = PromHistogram {
+        let h = Hist {
             buckets: vec![(0.005, 1.0), (f64::INFINITY, 2.0)],
             sum: 0.006,
             count: 2.0,

@@ -236,6 +236,10 @@ mod tests {
         assert_eq!(twice.count, 20.0);
         assert_eq!(twice.buckets[1], (0.01, 18.0));
         assert_eq!(twice.since(&h), h);
+        let before = Scrape::parse("h_bucket{le=\"0.001\"} 2\nh_count 2\n").histogram("h");
+        let d = h.since(&before);
+        assert_eq!(d.count, 8.0);
+        assert_eq!(d.quantile_bound(0.5), Some(0.01));
         assert_eq!(
             h.per_bucket(),
             vec![(0.001, 2.0), (0.01, 7.0), (f64::INFINITY, 1.0)]
