@@ -171,7 +171,7 @@ fn tracker_only_main(a: TrackerOnlyArgs) -> anyhow::Result<()> {
         (None, _) => TrackerTarget::Spawn {
             bin: match a.tracker_bin {
                 Some(b) => b,
-                None => loadtest::spawn::default_tracker_bin()?,
+                None => loadtest::spawn::sibling_bin("anomos-tracker")?,
             },
         },
     };

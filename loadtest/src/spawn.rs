@@ -35,12 +35,12 @@ pub struct SpawnedTracker {
     _dir: tempfile::TempDir,
 }
 
-/// The default tracker binary: `anomos-tracker` next to this executable
-/// (both land in the same `target/<profile>/` directory).
-pub fn default_tracker_bin() -> anyhow::Result<PathBuf> {
+/// A binary next to this executable, the default for `anomos-tracker` and
+/// `anomos` (all land in the same `target/<profile>/` directory).
+pub fn sibling_bin(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("executable has no directory")?;
-    Ok(dir.join("anomos-tracker"))
+    Ok(dir.join(name))
 }
 
 impl SpawnedTracker {

@@ -3,7 +3,6 @@
 //! and stop everything (see the parent module for the phases).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -15,7 +14,7 @@ use crate::histogram::Histogram;
 use crate::network::prom::{Hist, Scrape};
 use crate::procstat::{load_average, ProcReader, ProcSample};
 use crate::report::Latency;
-use crate::spawn::SpawnedTracker;
+use crate::spawn::{sibling_bin, SpawnedTracker};
 
 /// The origin's CREATE → open histogram.
 const SETUP_HISTOGRAM: &str = "anomos_circuit_setup_seconds";
@@ -61,22 +60,17 @@ pub fn run(a: &CircuitArgs) -> anyhow::Result<Report> {
     })
 }
 
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    Ok(exe
-        .parent()
-        .context("executable has no directory")?
-        .join(name))
-}
-
 async fn drive(a: &CircuitArgs) -> anyhow::Result<Report> {
     let load_average_before = load_average();
     let exe = std::env::current_exe()?;
     let tracker_bin = a
         .tracker_bin
         .clone()
-        .map_or_else(|| sibling("anomos-tracker"), Ok)?;
-    let peer_bin = a.peer_bin.clone().map_or_else(|| sibling("anomos"), Ok)?;
+        .map_or_else(|| sibling_bin("anomos-tracker"), Ok)?;
+    let peer_bin = a
+        .peer_bin
+        .clone()
+        .map_or_else(|| sibling_bin("anomos"), Ok)?;
     let dir = tempfile::Builder::new()
         .prefix("anomos-circuit-")
         .tempdir()?;

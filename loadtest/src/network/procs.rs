@@ -10,10 +10,9 @@
 //! source. At the end every peer gets SIGTERM, then SIGKILL if it lingers.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 
 use super::children::{PeerProc, Site};
 use super::figures::{self, Collected, Live};
@@ -26,7 +25,7 @@ use super::scrape::Scraper;
 use super::setup::{self, Torrent};
 use super::{NetworkArgs, Role};
 use crate::procstat::{load_average, ProcReader, ProcSample};
-use crate::spawn::SpawnedTracker;
+use crate::spawn::{sibling_bin, SpawnedTracker};
 
 /// Longest wait for a peer's start-up line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -97,14 +96,6 @@ fn run_with(a: &NetworkArgs, lay: Layout) -> anyhow::Result<Report> {
     r
 }
 
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    Ok(exe
-        .parent()
-        .context("executable has no directory")?
-        .join(name))
-}
-
 fn sample(pid: u32) -> ProcSample {
     ProcReader::new(Some(pid)).sample().unwrap_or_default()
 }
@@ -143,8 +134,11 @@ async fn drive(a: &NetworkArgs, lay: &Layout) -> anyhow::Result<Report> {
     let tracker_bin = a
         .tracker_bin
         .clone()
-        .map_or_else(|| sibling("anomos-tracker"), Ok)?;
-    let peer_bin = a.peer_bin.clone().map_or_else(|| sibling("anomos"), Ok)?;
+        .map_or_else(|| sibling_bin("anomos-tracker"), Ok)?;
+    let peer_bin = a
+        .peer_bin
+        .clone()
+        .map_or_else(|| sibling_bin("anomos"), Ok)?;
     let dir = setup::run_dir(a)?;
     let files = setup::make_data(dir.path(), a.torrents, a.size_bytes())?;
     let token = hex::encode(rand::random::<[u8; 16]>());
