@@ -157,6 +157,9 @@ pub(crate) struct Inner {
     endpoints: RefCell<HashMap<CircKey, Rc<EpIo>>>,
     served: RefCell<HashMap<InfoHash, mpsc::Sender<CircuitStream>>>,
     events: RefCell<Vec<mpsc::UnboundedSender<DataPathEvent>>>,
+    /// Woken whenever a link is attached: an originator whose first hop's
+    /// link is still being dialled waits on it.
+    link_up: Notify,
 }
 
 /// The peer's data path (see module docs). Cheap to clone.
@@ -207,6 +210,7 @@ impl DataPath {
             endpoints: RefCell::default(),
             served: RefCell::default(),
             events: RefCell::default(),
+            link_up: Notify::new(),
         });
         tokio::task::spawn_local(timer(Rc::downgrade(&inner)));
         DataPath { inner }

@@ -24,17 +24,17 @@ pub(crate) use pump::Pump;
 
 use super::peel::peel;
 use super::{CircuitError, EpIo, Inner};
-use crate::core::relay::CircKey;
+use crate::core::relay::{CircKey, OriginateError};
 use anomos_common::api::CircuitGrant;
 use anomos_common::cell::{BreakReason, CELL_BODY_LEN, CREATE_CODE_LEN};
 use anomos_common::crypto::CircuitSecret;
 use anomos_common::e2e::{Channel, Initiator, Responder};
 use anomos_common::onion::Peeled;
 use anomos_common::relay_crypto::{DataBody, OriginLayers};
-use anomos_common::InfoHash;
+use anomos_common::{InfoHash, Nid};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Wait for the next body (one only: records may follow a handshake
 /// message in the same queue) or the circuit's end.
@@ -73,6 +73,40 @@ fn send_plain(inner: &Rc<Inner>, key: CircKey, msg: &[u8]) -> Result<(), Circuit
     sent.map_err(|_| CircuitError::Broken(BreakReason::Destroyed))
 }
 
+/// The longest an originator waits for its first hop's link. A grant often
+/// arrives with the announce answer that also assigned that neighbour, so
+/// the link is still being dialled (milliseconds, or until the far end has
+/// heard of us); failing at once would cost a round trip to the tracker
+/// and count a circuit failed that was never tried.
+const FIRST_HOP_WAIT: Duration = Duration::from_secs(2);
+
+/// CREATE on the link named `nid`, waiting (at most [`FIRST_HOP_WAIT`],
+/// and never beyond the set-up timeout) for that link to come up.
+async fn create(
+    inner: &Rc<Inner>,
+    grant: &CircuitGrant,
+    nid: Nid,
+    code: &[u8; CREATE_CODE_LEN],
+) -> Result<CircKey, CircuitError> {
+    let deadline = Instant::now() + FIRST_HOP_WAIT.min(inner.cfg.setup_timeout);
+    loop {
+        // Registered before the attempt, so a link attached in between
+        // still wakes us.
+        let up = inner.link_up.notified();
+        let layers = OriginLayers::new(&grant.layer_keys).map_err(|_| bad("layer keys"))?;
+        let tried = inner
+            .core
+            .borrow_mut()
+            .originate(Instant::now(), nid, code, layers);
+        match tried {
+            Err(OriginateError::NoLink) if Instant::now() < deadline => {
+                let _ = tokio::time::timeout_at(deadline.into(), up).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// The originator's set-up.
 pub(super) async fn originate(
     inner: &Rc<Inner>,
@@ -89,13 +123,9 @@ pub(super) async fn originate(
     else {
         return Err(bad("own layer is an exit layer"));
     };
-    let layers = OriginLayers::new(&grant.layer_keys).map_err(|_| bad("layer keys"))?;
     let mut code = [0u8; CREATE_CODE_LEN];
     code.copy_from_slice(next_code.as_bytes());
-    let key = inner
-        .core
-        .borrow_mut()
-        .originate(Instant::now(), next_nid, &code, layers)?;
+    let key = create(inner, &grant, next_nid, &code).await?;
     let ep = Rc::new(EpIo::default());
     inner.endpoints.borrow_mut().insert(key, ep.clone());
     inner.pump();

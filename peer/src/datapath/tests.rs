@@ -71,10 +71,10 @@ struct Net {
     handles: Vec<Vec<LinkHandle>>,
 }
 
-/// Originator 0 —NID 1— relay 1 —NID 2— relay 2 —NID 3— exit 3.
-async fn chain() -> Net {
+/// Four data paths with no links yet.
+fn unlinked(setup_timeout: Duration) -> Net {
     let cfg = DataPathConfig {
-        setup_timeout: Duration::from_secs(10),
+        setup_timeout,
         ..DataPathConfig::default()
     };
     let keys: Vec<X25519Secret> = (0..4)
@@ -84,13 +84,26 @@ async fn chain() -> Net {
         .iter()
         .map(|k| DataPath::new(cfg.clone(), Metrics::new().expect("metrics"), k.clone()))
         .collect();
-    let mut handles: Vec<Vec<LinkHandle>> = (0..4).map(|_| Vec::new()).collect();
-    for i in 0..3 {
-        let (a, b) = link(&dps[i], &dps[i + 1], i as u16 + 1).await;
-        handles[i].push(a);
-        handles[i + 1].push(b);
-    }
+    let handles = (0..4).map(|_| Vec::new()).collect();
     Net { dps, keys, handles }
+}
+
+impl Net {
+    /// Link peer `i` to peer `i + 1` under NID `i + 1`.
+    async fn link_next(&mut self, i: usize) {
+        let (a, b) = link(&self.dps[i], &self.dps[i + 1], i as u16 + 1).await;
+        self.handles[i].push(a);
+        self.handles[i + 1].push(b);
+    }
+}
+
+/// Originator 0 —NID 1— relay 1 —NID 2— relay 2 —NID 3— exit 3.
+async fn chain() -> Net {
+    let mut net = unlinked(Duration::from_secs(10));
+    for i in 0..3 {
+        net.link_next(i).await;
+    }
+    net
 }
 
 fn grant(keys: &[X25519Secret]) -> CircuitGrant {
@@ -426,4 +439,45 @@ async fn a_peer_that_stops_reading_fails_our_writes_not_our_reads() {
         .expect("writes fail in time");
     assert!(err.to_string().contains("destroyed"), "{err}");
     wait_empty(&net).await;
+}
+
+/// A grant that arrives while the link to its first hop is still being
+/// dialled waits for that link and opens; with no link at all it fails as
+/// `no_link` once the wait (bounded by the set-up timeout) is over.
+#[actix_rt::test]
+async fn an_originator_waits_for_its_first_hop_link() {
+    let mut net = unlinked(Duration::from_secs(10));
+    net.link_next(1).await;
+    net.link_next(2).await;
+    let mut served = net.dps[3].serve(IH);
+    let origin = net.dps[0].originate(grant(&net.keys));
+    let (a, b) = net.dps.split_at(1);
+    let late = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        link(&a[0], &b[0], 1).await
+    };
+    let (o, _links) = tokio::join!(origin, late);
+    let mut o = o.expect("opened once the link came up");
+    let mut x = tokio::time::timeout(Duration::from_secs(10), served.recv())
+        .await
+        .expect("the exit's stream in time")
+        .expect("exit");
+    o.write_all(b"after the link").await.expect("write");
+    o.shutdown().await.expect("fin");
+    let mut got = Vec::new();
+    x.read_to_end(&mut got).await.expect("read");
+    assert_eq!(got, b"after the link");
+
+    let lonely = unlinked(Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    let err = lonely.dps[0]
+        .originate(grant(&lonely.keys))
+        .await
+        .expect_err("no first hop");
+    assert_eq!(err.kind(), "no_link");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
 }
