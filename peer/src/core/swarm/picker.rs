@@ -9,9 +9,9 @@
 //! hash usually has exactly one contributor to blame. New pieces are chosen
 //! rarest first (fewest conns announce them), ties broken at random so
 //! downloaders spread over the torrent. Endgame: once every missing block is
-//! requested, a conn with room asks for blocks already requested elsewhere
-//! (the fewest-requested first, at most two copies of a block); the first
-//! copy wins and the other is cancelled.
+//! requested, a conn with at most a few requests outstanding asks for blocks
+//! already requested elsewhere (the fewest-requested first, at most two
+//! copies of a block); the first copy wins and the other is cancelled.
 
 use super::conn::Conn;
 use super::ConnId;
@@ -23,6 +23,12 @@ use std::collections::{BTreeMap, BTreeSet};
 /// In endgame, a block is asked of at most this many conns at once: a
 /// second copy hides one slow source, more mostly waste bandwidth.
 const ENDGAME_COPIES: usize = 2;
+
+/// In endgame, a conn asks for copies only while fewer than this many of its
+/// requests are outstanding: it would otherwise sit idle, and a deeper pipe
+/// of copies mostly duplicates blocks already on their way, which on a small
+/// download is most of what is left.
+const ENDGAME_QUEUE: usize = 4;
 
 /// One block of a piece in flight.
 #[derive(Debug, Default)]
@@ -245,15 +251,21 @@ impl Picker {
             self.buffered += u64::from(len);
             return Some((p, 0, false));
         }
-        // 4. Endgame: a block requested elsewhere, fewest requesters first.
-        if !self.is_endgame(ctx.have) {
+        // 4. Endgame: a block requested elsewhere, fewest requesters first,
+        // the last block of the highest piece first (an owner asks for a
+        // piece's blocks in order, so its last ones arrive last).
+        if conn.requests.len() >= ENDGAME_QUEUE || !self.is_endgame(ctx.have) {
             return None;
         }
         let (p, b) = self
             .in_flight
             .iter()
+            .rev()
             .filter(|(&p, _)| conn.pieces.get(p))
-            .flat_map(|(&p, f)| f.blocks.iter().enumerate().map(move |(b, s)| (p, b, s)))
+            .flat_map(|(&p, f)| {
+                let blocks = f.blocks.iter().enumerate().rev();
+                blocks.map(move |(b, s)| (p, b, s))
+            })
             .filter(|(_, _, s)| !s.done && s.by.len() < ENDGAME_COPIES && !s.by.contains(&id))
             .min_by_key(|(_, _, s)| s.by.len())
             .map(|(p, b, _)| (p, b))?;

@@ -262,7 +262,8 @@ fn endgame_duplicates_and_cancels() {
     assert_eq!(a_reqs.len(), 2);
     c.handle(t, B, Message::Unchoke);
     let b_reqs = requests(&sent(&drain(&mut c), B));
-    assert_eq!(b_reqs, a_reqs, "endgame asks B for the same blocks");
+    let last_first: Vec<_> = a_reqs.iter().rev().copied().collect();
+    assert_eq!(b_reqs, last_first, "endgame asks B for the same blocks");
     assert_eq!(c.stats().endgame_requests, 2);
     answer(&mut c, t, A, a_reqs[0]);
     let (piece, offset, len) = a_reqs[0];
@@ -281,6 +282,34 @@ fn endgame_duplicates_and_cancels() {
     answer(&mut c, t, A, a_reqs[1]);
     assert!(closed(&drain(&mut c)).is_empty());
     assert_eq!(c.stats().wasted, u64::from(len));
+}
+
+#[test]
+fn endgame_copies_stay_a_few_per_conn() {
+    let t = Instant::now();
+    let mut have = Bitfield::full(8);
+    for p in 4..8 {
+        have.clear(p);
+    }
+    let mut c = core(have, SwarmConfig::default());
+    for id in [A, B] {
+        open(&mut c, t, id);
+        c.handle(t, id, seed_bits());
+    }
+    drain(&mut c);
+    c.handle(t, A, Message::Unchoke);
+    let a_reqs = requests(&sent(&drain(&mut c), A));
+    assert_eq!(a_reqs.len(), 8, "A is asked for every missing block");
+    c.handle(t, B, Message::Unchoke);
+    let b_reqs = requests(&sent(&drain(&mut c), B));
+    let mut by_place = a_reqs.clone();
+    by_place.sort_unstable_by(|x, y| y.cmp(x));
+    assert_eq!(b_reqs, by_place[..4], "B copies the last four blocks, no more");
+    // One of B's copies arrives: B has room for one more copy.
+    answer(&mut c, t, B, b_reqs[0]);
+    let acts = drain(&mut c);
+    assert_eq!(requests(&sent(&acts, B)), vec![by_place[4]]);
+    assert_eq!(c.stats().endgame_requests, 5);
 }
 
 #[test]
