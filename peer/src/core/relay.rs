@@ -31,7 +31,7 @@ pub use table::{CircKey, LinkId};
 use crate::metrics::Metrics;
 use anomos_common::cell::{
     peek_header, BreakReason, Cell, CellMsg, CellRef, CircuitIdAllocator, Command, CELL_HEADER_LEN,
-    CELL_LEN,
+    CELL_LEN, CREATE_CODE_LEN,
 };
 use anomos_common::crypto::CircuitSecret;
 use anomos_common::{CircuitId, InfoHash, Nid};
@@ -46,6 +46,11 @@ pub struct CoreConfig {
     pub window: u16,
     /// CREATE → CONFIRM (peel included) must finish within this.
     pub setup_timeout: Duration,
+    /// How long a circuit waits for the link to its next hop when that link
+    /// is not attached yet (a neighbour the tracker assigned moments ago,
+    /// still being dialled) before it is refused. The originator waits as
+    /// long for its first hop.
+    pub link_wait: Duration,
     /// How long a BREAK waits for its BREAK_ACK before the id is freed anyway.
     pub break_timeout: Duration,
     /// Peels in flight at once; CREATEs beyond are refused (counted).
@@ -69,6 +74,7 @@ impl Default for CoreConfig {
         CoreConfig {
             window: 256,
             setup_timeout: Duration::from_secs(10),
+            link_wait: Duration::from_secs(2),
             break_timeout: Duration::from_secs(30),
             max_pending_peels: 256,
             max_circuits: 10_000,
@@ -86,7 +92,7 @@ pub enum Output {
     /// [`RelayCore::peel_done`] with `key` (always, even on error).
     Peel {
         key: CircKey,
-        code: Box<[u8; anomos_common::cell::CREATE_CODE_LEN]>,
+        code: Box<[u8; CREATE_CODE_LEN]>,
     },
     /// A circuit for a served torrent ends here: run the e2e responder.
     ExitOpened {
@@ -122,6 +128,9 @@ pub enum Output {
 #[error("a link with this NID is already attached")]
 pub struct DuplicateNid;
 
+/// A tracking code as it goes out in a CREATE.
+type CreateCode = Box<[u8; CREATE_CODE_LEN]>;
+
 /// The circuit table and cell processing of one peer (see module docs).
 #[derive(Debug)]
 pub struct RelayCore {
@@ -132,6 +141,10 @@ pub struct RelayCore {
     halves: HashMap<(LinkId, CircuitId), Slot>,
     circuits: HashMap<CircKey, Circuit>,
     served: HashSet<InfoHash>,
+    /// Circuits in [`table::Stage::AwaitingLink`] by the NID they wait
+    /// for, with the code to send on it. Entries of circuits killed
+    /// meanwhile are removed with them.
+    awaiting: HashMap<Nid, Vec<(CircKey, CreateCode)>>,
     pending_peels: usize,
     next_id: u64,
     outputs: VecDeque<Output>,
@@ -149,6 +162,7 @@ impl RelayCore {
             halves: HashMap::new(),
             circuits: HashMap::new(),
             served: HashSet::new(),
+            awaiting: HashMap::new(),
             pending_peels: 0,
             next_id: 1,
             outputs: VecDeque::new(),
@@ -167,8 +181,14 @@ impl RelayCore {
     }
 
     /// Register a verified link. A NID that already has a link is refused:
-    /// a second link never replaces the first.
-    pub fn add_link(&mut self, nid: Nid, dialer: bool) -> Result<LinkId, DuplicateNid> {
+    /// a second link never replaces the first. Circuits waiting for this
+    /// NID send their CREATE on it now.
+    pub fn add_link(
+        &mut self,
+        now: Instant,
+        nid: Nid,
+        dialer: bool,
+    ) -> Result<LinkId, DuplicateNid> {
         if self.by_nid.contains_key(&nid) {
             return Err(DuplicateNid);
         }
@@ -187,6 +207,9 @@ impl RelayCore {
                 dirty: false,
             },
         );
+        for (key, code) in self.awaiting.remove(&nid).unwrap_or_default() {
+            self.extend(now, key, link, code);
+        }
         Ok(link)
     }
 
@@ -359,6 +382,14 @@ impl RelayCore {
             return;
         };
         self.metrics.circuits_active.set(self.circuits.len() as i64);
+        if let table::Stage::AwaitingLink { nid, .. } = c.stage {
+            if let Some(waiting) = self.awaiting.get_mut(&nid) {
+                waiting.retain(|(k, _)| *k != key);
+                if waiting.is_empty() {
+                    self.awaiting.remove(&nid);
+                }
+            }
+        }
         // Whatever is still queued goes with the circuit.
         self.metrics.queued_cells.sub(circuit_queued(&c) as i64);
         let local_dir = c.endpoint_dir();
@@ -430,6 +461,11 @@ impl RelayCore {
                 Some(table::Stage::Draining { reason, .. }) => {
                     self.metrics.cell_dropped("drain_timeout");
                     reason
+                }
+                // The next hop's link never came.
+                Some(table::Stage::AwaitingLink { .. }) => {
+                    self.metrics.cell_dropped("unknown_nid");
+                    BreakReason::Refused
                 }
                 _ => {
                     self.metrics.cell_dropped("setup_timeout");

@@ -78,7 +78,10 @@ impl LinkHandle {
 
 /// Register the link with the core and spawn its tasks.
 pub(crate) fn attach(inner: &Rc<Inner>, link: EstablishedLink) -> LinkHandle {
-    let added = inner.core.borrow_mut().add_link(link.nid, link.dialer);
+    let added = inner
+        .core
+        .borrow_mut()
+        .add_link(Instant::now(), link.nid, link.dialer);
     let Ok(id) = added else {
         let (tx, _) = watch::channel(Some("duplicate_nid"));
         return LinkHandle {
@@ -107,6 +110,8 @@ pub(crate) fn attach(inner: &Rc<Inner>, link: EstablishedLink) -> LinkHandle {
     tokio::task::spawn_local(reader(inner.clone(), id, io.clone(), rd, close_rx.clone()));
     tokio::task::spawn_local(writer(inner.clone(), id, io.clone(), wr, close_rx.clone()));
     tokio::task::spawn_local(supervise(inner.clone(), id, io.clone(), close_rx));
+    // Circuits that were waiting for this link sent their CREATEs on it.
+    inner.pump();
     // The handle watches the same channel through a second sender-side Rc.
     let (tx, _) = watch::channel(None);
     let close_tx = Rc::new(tx);

@@ -34,7 +34,7 @@ use anomos_common::relay_crypto::{DataBody, OriginLayers};
 use anomos_common::{InfoHash, Nid};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Wait for the next body (one only: records may follow a handshake
 /// message in the same queue) or the circuit's end.
@@ -73,22 +73,20 @@ fn send_plain(inner: &Rc<Inner>, key: CircKey, msg: &[u8]) -> Result<(), Circuit
     sent.map_err(|_| CircuitError::Broken(BreakReason::Destroyed))
 }
 
-/// The longest an originator waits for its first hop's link. A grant often
-/// arrives with the announce answer that also assigned that neighbour, so
-/// the link is still being dialled (milliseconds, or until the far end has
-/// heard of us); failing at once would cost a round trip to the tracker
-/// and count a circuit failed that was never tried.
-const FIRST_HOP_WAIT: Duration = Duration::from_secs(2);
-
-/// CREATE on the link named `nid`, waiting (at most [`FIRST_HOP_WAIT`],
-/// and never beyond the set-up timeout) for that link to come up.
+/// CREATE on the link named `nid`, waiting (at most the core's
+/// `link_wait`, and never beyond the set-up timeout) for that link to come
+/// up. A grant often arrives with the announce answer that also assigned
+/// that neighbour, so the link is still being dialled (milliseconds, or
+/// until the far end has heard of us); failing at once would cost a round
+/// trip to the tracker and count a circuit failed that was never tried.
 async fn create(
     inner: &Rc<Inner>,
     grant: &CircuitGrant,
     nid: Nid,
     code: &[u8; CREATE_CODE_LEN],
 ) -> Result<CircKey, CircuitError> {
-    let deadline = Instant::now() + FIRST_HOP_WAIT.min(inner.cfg.setup_timeout);
+    let wait = inner.core.borrow().config().link_wait;
+    let deadline = Instant::now() + wait.min(inner.cfg.setup_timeout);
     loop {
         // Registered before the attempt, so a link attached in between
         // still wakes us.

@@ -85,6 +85,35 @@ impl RelayCore {
         self.send_ctrl(link, circ, CellMsg::Break(reason));
     }
 
+    /// Send a peeled circuit's CREATE on `next` (its link to the next hop)
+    /// and wait for CONFIRM.
+    pub(super) fn extend(
+        &mut self,
+        now: Instant,
+        key: CircKey,
+        next: LinkId,
+        code: Box<[u8; CREATE_CODE_LEN]>,
+    ) {
+        if !self.circuits.contains_key(&key) {
+            return;
+        }
+        let Some(id) = self.links.get_mut(&next).and_then(|l| l.alloc.allocate()) else {
+            return self.kill(now, key, BreakReason::Overloaded, None);
+        };
+        let Some(c) = self.circuits.get_mut(&key) else {
+            return;
+        };
+        c.fwd = Some(Side {
+            end: End::Link(next, id),
+            flow: Flow::new(self.cfg.window),
+        });
+        c.stage = Stage::Extending {
+            deadline: now + self.cfg.setup_timeout,
+        };
+        self.halves.insert((next, id), Slot::Live(key));
+        self.send_ctrl(next, id, CellMsg::Create(code));
+    }
+
     /// The shell's answer to [`Output::Peel`].
     pub fn peel_done(&mut self, now: Instant, key: CircKey, result: Result<Peeled, PeelError>) {
         self.pending_peels = self.pending_peels.saturating_sub(1);
@@ -110,34 +139,34 @@ impl RelayCore {
                 layer_keys,
                 ..
             } => {
-                let Some(next) = self
-                    .link_of(next_nid)
-                    .filter(|l| self.links.get(l).is_some_and(|s| !s.closing))
-                else {
-                    self.metrics.cell_dropped("unknown_nid");
-                    return self.kill(now, key, BreakReason::Refused, None);
-                };
                 let Ok(layer) = RelayLayer::new(&layer_keys) else {
                     return self.kill(now, key, BreakReason::Protocol, None);
-                };
-                let Some(id) = self.links.get_mut(&next).and_then(|l| l.alloc.allocate()) else {
-                    return self.kill(now, key, BreakReason::Overloaded, None);
                 };
                 let mut code = Box::new([0u8; CREATE_CODE_LEN]);
                 code.copy_from_slice(next_code.as_bytes());
                 let Some(c) = self.circuits.get_mut(&key) else {
                     return;
                 };
-                c.fwd = Some(Side {
-                    end: End::Link(next, id),
-                    flow: Flow::new(self.cfg.window),
-                });
                 c.crypto = Crypto::Relay(Box::new(layer));
-                c.stage = Stage::Extending {
-                    deadline: now + self.cfg.setup_timeout,
-                };
-                self.halves.insert((next, id), Slot::Live(key));
-                self.send_ctrl(next, id, CellMsg::Create(code));
+                let next = self
+                    .link_of(next_nid)
+                    .filter(|l| self.links.get(l).is_some_and(|s| !s.closing));
+                match next {
+                    Some(next) => self.extend(now, key, next, code),
+                    None => {
+                        // Assigned moments ago and still being dialled, or
+                        // gone: wait a little for it (bounded by the
+                        // circuit table) instead of failing the set-up.
+                        let deadline = now + self.cfg.link_wait;
+                        if let Some(c) = self.circuits.get_mut(&key) {
+                            c.stage = Stage::AwaitingLink {
+                                nid: next_nid,
+                                deadline,
+                            };
+                        }
+                        self.awaiting.entry(next_nid).or_default().push((key, code));
+                    }
+                }
             }
             Peeled::Exit {
                 payload,

@@ -86,6 +86,7 @@ impl Net {
         let cfg = CoreConfig {
             window: W,
             setup_timeout: Duration::from_secs(3),
+            link_wait: Duration::from_secs(1),
             break_timeout: Duration::from_secs(3),
             max_pending_peels: 64,
             max_circuits: 1000,
@@ -168,11 +169,11 @@ impl Net {
         for &(a, b, nid) in want.difference(&self.edges.clone()) {
             let la = self.peers[a]
                 .core
-                .add_link(Nid(nid), true)
+                .add_link(self.now, Nid(nid), true)
                 .expect("NID free");
             let lb = self.peers[b]
                 .core
-                .add_link(Nid(nid), false)
+                .add_link(self.now, Nid(nid), false)
                 .expect("NID free");
             self.peers[a].wires.insert(la, (b, lb));
             self.peers[b].wires.insert(lb, (a, la));

@@ -95,6 +95,11 @@ pub(crate) struct Side {
 pub(crate) enum Stage {
     /// CREATE received; the code is being peeled by the shell.
     Peeling { deadline: Instant },
+    /// Peeled; the link to the next hop (`nid`) is not attached yet, most
+    /// likely because the tracker assigned it moments ago and it is still
+    /// being dialled. The CREATE goes out when it attaches; at `deadline`
+    /// the circuit is refused.
+    AwaitingLink { nid: Nid, deadline: Instant },
     /// CREATE sent onwards; waiting for CONFIRM.
     Extending { deadline: Instant },
     /// CONFIRM seen (or sent, at the exit): DATA may flow.
@@ -189,6 +194,7 @@ impl Circuit {
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match self.stage {
             Stage::Peeling { deadline }
+            | Stage::AwaitingLink { deadline, .. }
             | Stage::Extending { deadline }
             | Stage::Draining { deadline, .. } => Some(deadline),
             Stage::Open => None,

@@ -36,6 +36,7 @@ fn harness(window: u16) -> Harness {
     let cfg = CoreConfig {
         window,
         setup_timeout: Duration::from_secs(5),
+        link_wait: Duration::from_secs(2),
         break_timeout: Duration::from_secs(5),
         max_pending_peels: 2,
         max_circuits: 100,
@@ -44,8 +45,8 @@ fn harness(window: u16) -> Harness {
         swallow_creates: false,
     };
     let mut core = RelayCore::new(cfg, metrics.clone());
-    let a = core.add_link(Nid(1), false).expect("a");
-    let b = core.add_link(Nid(2), true).expect("b");
+    let a = core.add_link(Instant::now(), Nid(1), false).expect("a");
+    let b = core.add_link(Instant::now(), Nid(2), true).expect("b");
     Harness {
         core,
         me: key(1),
@@ -331,6 +332,66 @@ fn crossing_breaks_are_both_acked() {
     assert_eq!((h.core.half_count(), h.core.ids_in_use(h.b)), (0, 0));
 }
 
+/// CREATE through us to NID 2 while that link is down: peeled, waiting.
+fn extend_without_next_link(h: &mut Harness) {
+    h.core.link_lost(h.now, h.b);
+    let (code, _) = code_for_us(true, UNIX + 600, 1);
+    h.feed(h.a, Cell::new(CircuitId(1), CellMsg::Create(code)));
+    assert!(h.run_peels().is_empty());
+    assert!(h.sent(h.a).is_empty(), "no BREAK while the link may come");
+    assert_eq!(h.core.circuit_count(), 1);
+}
+
+#[test]
+fn a_create_waits_for_the_next_hops_link_and_goes_out_when_it_attaches() {
+    let mut h = harness(8);
+    extend_without_next_link(&mut h);
+    let deadline = h.core.poll_timeout().expect("a wait deadline");
+    assert_eq!(deadline, h.now + Duration::from_secs(2));
+    h.now += Duration::from_millis(300);
+    let b = h.core.add_link(h.now, Nid(2), true).expect("b");
+    let sent = h.sent(b);
+    assert_eq!(sent.len(), 1);
+    assert!(matches!(sent[0].msg, CellMsg::Create(_)));
+    // From here it is an ordinary set-up with a fresh set-up timeout.
+    assert_eq!(h.core.poll_timeout(), Some(h.now + Duration::from_secs(5)));
+    h.feed(b, Cell::new(sent[0].circ, CellMsg::Confirm));
+    assert_eq!(h.sent(h.a), vec![Cell::new(CircuitId(1), CellMsg::Confirm)]);
+}
+
+#[test]
+fn a_next_hop_link_that_never_comes_refuses_the_circuit() {
+    let mut h = harness(8);
+    extend_without_next_link(&mut h);
+    let deadline = h.core.poll_timeout().expect("a wait deadline");
+    h.core.handle_timeout(deadline);
+    let brk = CellMsg::Break(BreakReason::Refused);
+    assert_eq!(h.sent(h.a), vec![Cell::new(CircuitId(1), brk)]);
+    assert_eq!(h.count(&h.metrics.cells_dropped, "unknown_nid"), 1);
+    assert_eq!(h.core.circuit_count(), 0);
+    // The link attaching later finds nothing waiting.
+    let b = h.core.add_link(deadline, Nid(2), true).expect("b");
+    assert!(h.sent(b).is_empty());
+}
+
+#[test]
+fn a_circuit_broken_while_waiting_for_its_link_is_forgotten() {
+    let mut h = harness(8);
+    extend_without_next_link(&mut h);
+    h.feed(
+        h.a,
+        Cell::new(CircuitId(1), CellMsg::Break(BreakReason::None)),
+    );
+    assert_eq!(
+        h.sent(h.a),
+        vec![Cell::new(CircuitId(1), CellMsg::BreakAck)]
+    );
+    assert_eq!((h.core.circuit_count(), h.core.half_count()), (0, 0));
+    let b = h.core.add_link(h.now, Nid(2), true).expect("b");
+    assert!(h.sent(b).is_empty(), "no CREATE for a circuit that is gone");
+    assert_eq!(h.core.poll_timeout(), None);
+}
+
 #[test]
 fn setup_timeout_breaks_both_ways_and_unacked_breaks_expire() {
     let mut h = harness(8);
@@ -579,7 +640,7 @@ fn repeated_violations_mark_the_neighbour_misbehaving() {
 #[test]
 fn duplicate_nid_is_refused() {
     let mut h = harness(8);
-    assert!(h.core.add_link(Nid(1), true).is_err());
+    assert!(h.core.add_link(h.now, Nid(1), true).is_err());
 }
 
 /// A cells from A queue at us (B gives no credit), then A breaks: the

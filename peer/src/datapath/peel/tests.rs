@@ -78,8 +78,8 @@ async fn a_create_is_peeled_inline_within_the_budget_and_on_the_pool_beyond() {
     );
     let (a, b) = {
         let mut core = dp.inner.core.borrow_mut();
-        let a = core.add_link(Nid(1), false).expect("a");
-        (a, core.add_link(Nid(2), true).expect("b"))
+        let a = core.add_link(Instant::now(), Nid(1), false).expect("a");
+        (a, core.add_link(Instant::now(), Nid(2), true).expect("b"))
     };
     BUDGET.with(|c| c.set(PeelBudget::new(INLINE_PEELS, BUDGET_WINDOW)));
     feed(&dp, a, &create_for_us(1));

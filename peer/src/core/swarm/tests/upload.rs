@@ -304,7 +304,11 @@ fn endgame_copies_stay_a_few_per_conn() {
     let b_reqs = requests(&sent(&drain(&mut c), B));
     let mut by_place = a_reqs.clone();
     by_place.sort_unstable_by(|x, y| y.cmp(x));
-    assert_eq!(b_reqs, by_place[..4], "B copies the last four blocks, no more");
+    assert_eq!(
+        b_reqs,
+        by_place[..4],
+        "B copies the last four blocks, no more"
+    );
     // One of B's copies arrives: B has room for one more copy.
     answer(&mut c, t, B, b_reqs[0]);
     let acts = drain(&mut c);
