@@ -311,8 +311,21 @@ async fn hostile_neighbours_are_counted_cut_off_and_reported() {
     report.push(format!("expired code → {name} expired +{n}"));
     assert!(n >= 1.0);
 
-    // 9. A malformed cell: the link is closed at once.
-    let other = *held.iter().find(|n| **n != grants[0].1).unwrap();
+    // 9. A malformed cell: the link is closed at once. On a link still
+    // open, preferably one our grants planned circuits over: the tracker
+    // may hand a link with no circuits to the peer that joined in step 5,
+    // and its end then closes it.
+    let mut other = None;
+    let planned = grants.iter().map(|g| g.1);
+    let candidates: Vec<Nid> = planned.chain(held.iter().copied()).collect();
+    for nid in candidates.iter().filter(|n| **n != grants[0].1) {
+        let link = links.get_mut(nid).unwrap();
+        if !link.closed_within(Duration::from_millis(5)).await {
+            other = Some(*nid);
+            break;
+        }
+    }
+    let other = other.expect("every other link of ours was closed");
     let (q, qname) = peer_of(other);
     let before = peer_sample(q, &violations("malformed_cell")).await;
     let mut cell = [0u8; CELL_LEN];
