@@ -138,6 +138,8 @@ pub(crate) struct EpIo {
     /// Writable or Closed.
     pub writable: Notify,
     pub confirmed: std::cell::Cell<bool>,
+    /// We opened the circuit (the originator's end).
+    pub originated: std::cell::Cell<bool>,
     /// Set once: the reason and the bodies that arrived before the BREAK.
     pub closed: RefCell<Option<(BreakReason, Vec<u8>)>>,
     /// Why the circuit ended (stays after `closed` is taken).
@@ -313,6 +315,23 @@ impl DataPath {
 }
 
 impl Inner {
+    /// A circuit with an end here was broken by the far side (or on the
+    /// way) with `reason`. Unless both ends had sent FIN first (`clean`),
+    /// an originated circuit counts as failed, and the originator, or an
+    /// exit whose circuit did not end in order, asks the tracker for
+    /// repairs at once.
+    pub(crate) fn circuit_ended(&self, originated: bool, reason: BreakReason, clean: bool) {
+        if clean {
+            return;
+        }
+        if originated {
+            self.metrics.circuits_failed.inc();
+        }
+        if originated || !matches!(reason, BreakReason::None | BreakReason::Destroyed) {
+            self.emit(DataPathEvent::CircuitFailed { nids: Vec::new() });
+        }
+    }
+
     pub(crate) fn emit(&self, event: DataPathEvent) {
         self.events
             .borrow_mut()
@@ -369,16 +388,18 @@ impl Inner {
                     leftover,
                     first_nid,
                 } => {
-                    // Ours, or an exit's that did not end cleanly: either
-                    // end asks the tracker for repairs at once.
+                    // An open stream judges the end once it has read what
+                    // arrived before the BREAK (both FINs: a clean end);
+                    // anything else is judged now.
                     let originated = first_nid.is_some();
-                    if originated {
-                        self.metrics.circuits_failed.inc();
+                    let ep = self.endpoints.borrow_mut().remove(&key);
+                    let streaming = ep
+                        .as_ref()
+                        .is_some_and(|ep| ep.pump.borrow().upgrade().is_some());
+                    if !streaming {
+                        self.circuit_ended(originated, reason, false);
                     }
-                    if originated || !matches!(reason, BreakReason::None | BreakReason::Destroyed) {
-                        self.emit(DataPathEvent::CircuitFailed { nids: Vec::new() });
-                    }
-                    if let Some(ep) = self.endpoints.borrow_mut().remove(&key) {
+                    if let Some(ep) = ep {
                         ep.reason.set(Some(reason));
                         *ep.closed.borrow_mut() = Some((reason, leftover));
                         ep.wake.notify_one();

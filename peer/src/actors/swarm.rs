@@ -73,7 +73,8 @@ pub struct SwarmStatus {
     /// The core's counters.
     pub stats: SwarmStats,
     /// Relays on each circuit we opened that is still open (0 when the
-    /// data path does not say).
+    /// data path does not say); once complete, those that were open at
+    /// completion (they close then, see `both_complete`).
     pub circuit_relays: Vec<usize>,
     /// Conns that sent us at least one verified block, ever.
     pub sources: usize,
@@ -119,6 +120,9 @@ pub struct Swarm<P: SwarmPeer> {
     counted_up: u64,
     counted_down: u64,
     failed: bool,
+    /// The download completed: `SwarmStatus::circuit_relays` keeps the
+    /// circuits open at that moment.
+    relays_frozen: bool,
 }
 
 impl<P: SwarmPeer> std::fmt::Debug for Swarm<P> {
@@ -158,6 +162,7 @@ impl<P: SwarmPeer> Swarm<P> {
             counted_up: 0,
             counted_down: 0,
             failed: false,
+            relays_frozen: false,
         }
     }
 
@@ -233,7 +238,10 @@ impl<P: SwarmPeer> Swarm<P> {
                         ctx.cancel_future(h);
                     }
                     self.asked = 0;
+                    // The core's `Complete` comes before it closes the
+                    // download's circuits (`both_complete`): show them.
                     self.publish();
+                    self.relays_frozen = true;
                     let storage = self.storage.clone();
                     let sync = async move { storage.sync().await };
                     ctx.spawn(sync.into_actor(self).map(|res, act, ctx| {
@@ -264,7 +272,8 @@ impl<P: SwarmPeer> Swarm<P> {
 
     fn close(&mut self, conn: ConnId, why: &'static str, ctx: &mut Context<Self>) {
         if let Some(c) = self.conns.remove(&conn) {
-            if reason::ALL.contains(&why) && why != reason::IDLE_TIMEOUT {
+            let not_a_violation = [reason::IDLE_TIMEOUT, reason::BOTH_COMPLETE];
+            if reason::ALL.contains(&why) && !not_a_violation.contains(&why) {
                 self.metrics.violation(why);
             }
             tracing::debug!(reason = why, "swarm conn closed");
@@ -316,9 +325,12 @@ impl<P: SwarmPeer> Swarm<P> {
         );
         let circuit_relays = self.conns.values().filter_map(|c| c.relays).collect();
         let (sources, opened, accepted) = (self.sourced.len(), self.opened, self.accepted);
+        let frozen = self.relays_frozen;
         self.status.send_modify(|s| {
             s.stats = stats;
-            s.circuit_relays = circuit_relays;
+            if !frozen {
+                s.circuit_relays = circuit_relays;
+            }
             s.sources = sources;
             s.opened = opened;
             s.accepted = accepted;

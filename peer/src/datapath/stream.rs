@@ -125,6 +125,7 @@ pub(super) async fn originate(
     code.copy_from_slice(next_code.as_bytes());
     let key = create(inner, &grant, next_nid, &code).await?;
     let ep = Rc::new(EpIo::default());
+    ep.originated.set(true);
     inner.endpoints.borrow_mut().insert(key, ep.clone());
     inner.pump();
     let setup = async {

@@ -373,6 +373,30 @@ async fn an_exit_reports_a_break_from_further_along_but_not_a_clean_end() {
     assert_eq!(net.dps[3].links().len(), 1, "the exit lost a link");
 }
 
+/// The originator ends first (its bytes, then FIN) and the exit answers and
+/// ends: both FINs, so the exit's BREAK, arriving with its FIN, is a clean
+/// end. Neither end counts a failed circuit or asks for repairs.
+#[actix_rt::test]
+async fn a_clean_end_is_not_a_failed_circuit() {
+    let net = chain().await;
+    let mut origin_events = net.dps[0].events();
+    let mut exit_events = net.dps[3].events();
+    let p = pattern(4);
+    for _ in 0..5 {
+        let (o, x) = open(&net).await;
+        let (or, ow) = tokio::io::split(o);
+        let (xr, xw) = tokio::io::split(x);
+        send_all(ow, &p, 50_000).await;
+        assert_eq!(recv_all(xr, &p).await.expect("exit read"), 50_000);
+        send_all(xw, &p, 1000).await;
+        assert_eq!(recv_all(or, &p).await.expect("origin read"), 1000);
+        wait_empty(&net).await;
+    }
+    assert_eq!(net.dps[0].inner.metrics.circuits_failed.get(), 0);
+    assert!(origin_events.try_recv().is_err(), "the originator reported");
+    assert!(exit_events.try_recv().is_err(), "the exit reported");
+}
+
 /// The original failure: the originator's tail is still queued at the
 /// relays (the exit's application is not reading) when it has sent FIN and
 /// read the exit's FIN, so it sends BREAK. The exit must still read every

@@ -114,6 +114,7 @@ async fn a_file_and_a_directory_arrive_intact_through_relays_from_two_seeders() 
     assert!(data > 0.0 && data <= total + 0.05, "{data} s of {total} s");
     // No circuit with fewer than 2 relays: not at the downloader's end…
     let relays = circuit_relays(&stdout);
+    assert!(!relays.is_empty(), "no circuit open at the end");
     assert!(relays.iter().all(|r| *r >= 2), "{relays:?}");
     // …and none ever planned by the tracker.
     let planned = tracker_metric(&lab, "anomos_tracker_path_relays_count").await;

@@ -43,8 +43,12 @@ pub mod reason {
     pub const IDLE_TIMEOUT: &str = "idle_timeout";
     /// `add_conn` with an id that was banned.
     pub const BANNED: &str = "banned";
+    /// We verified our last piece and the remote has every piece too:
+    /// nothing left to exchange, and an idle circuit only costs its
+    /// relays. Not a violation.
+    pub const BOTH_COMPLETE: &str = "both_complete";
     /// Every reason above, for pre-registering metric labels.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         BEFORE_HANDSHAKE,
         HANDSHAKE_TWICE,
         WRONG_INFOHASH,
@@ -61,6 +65,7 @@ pub mod reason {
         BAD_PIECE,
         IDLE_TIMEOUT,
         BANNED,
+        BOTH_COMPLETE,
     ];
 }
 

@@ -214,6 +214,20 @@ impl SwarmCore {
             if self.have.is_complete() && !self.complete_sent {
                 self.complete_sent = true;
                 self.actions.push_back(Action::Complete);
+                // Nothing left to exchange with a remote that has every
+                // piece too. Only the side that completes closes: the
+                // other sees an orderly end, not a broken circuit (an
+                // originator counts any circuit the far end breaks as
+                // failed and asks for repairs).
+                let done: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.pieces.is_complete())
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in done {
+                    self.close(now, id, reason::BOTH_COMPLETE);
+                }
             }
         } else {
             self.wasted += len;

@@ -252,14 +252,20 @@ fn download_verify_announce_complete() {
     let to_b = sent(&acts, B);
     assert_eq!(to_b.len(), 8, "B hears every Have");
     assert_eq!(sent(&acts, A).last(), Some(&Message::NotInterested));
+    // A seed and now a seed ourselves: nothing left to exchange with A;
+    // B (nothing announced yet) stays.
+    assert_eq!(closed(&acts), vec![(A, reason::BOTH_COMPLETE)]);
     let s = c.stats();
     assert_eq!(
-        (s.pieces_have, s.downloaded, s.wasted),
-        (8, l.total_length(), 0)
+        (s.pieces_have, s.downloaded, s.wasted, s.conns),
+        (8, l.total_length(), 0, 1)
     );
     assert_eq!((s.buffered_bytes, s.in_flight_pieces), (0, 0));
-    assert_eq!(s.per_conn[0].downloaded, l.total_length());
     assert!(c.is_complete());
+    // Only the side that completes closes: a remote found complete later
+    // closes by itself (here B never will; its idle timeout does).
+    c.handle(t, B, seed_bits());
+    assert!(closed(&drain(&mut c)).is_empty());
     // A late result for a verified piece changes nothing.
     c.piece_checked(t, 0, false);
     assert!(drain(&mut c).is_empty());

@@ -287,7 +287,11 @@ impl Pump {
             if self.leftover.borrow().is_some() {
                 if self.drain_leftover() {
                     let reason = self.leftover.borrow().as_ref().map(|l| l.0);
-                    return self.mark_ended(reason.unwrap_or(BreakReason::Destroyed));
+                    let reason = reason.unwrap_or(BreakReason::Destroyed);
+                    let clean = self.fin_sent.get() && self.fin_received.get();
+                    self.inner
+                        .circuit_ended(self.ep.originated.get(), reason, clean);
+                    return self.mark_ended(reason);
                 }
             } else {
                 self.fill_down();
