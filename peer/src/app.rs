@@ -194,7 +194,7 @@ pub async fn get(meta: Metainfo, opts: GetOptions, cfg: PeerConfig) -> anyhow::R
     display.finish(total, &note(&s));
     let secs = start_at.elapsed().as_secs_f64().max(1e-3);
     let fetched = total.saturating_sub(already);
-    let mut relays = s.circuit_relays.clone();
+    let mut relays = s.relays_at_completion.clone();
     relays.sort_unstable();
     // Data time: from the first block to the end, the figure to hold
     // against other clients' transfer rates (start-up is in `secs`).

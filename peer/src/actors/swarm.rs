@@ -73,9 +73,11 @@ pub struct SwarmStatus {
     /// The core's counters.
     pub stats: SwarmStats,
     /// Relays on each circuit we opened that is still open (0 when the
-    /// data path does not say); once complete, those that were open at
-    /// completion (they close then, see `both_complete`).
+    /// data path does not say).
     pub circuit_relays: Vec<usize>,
+    /// `circuit_relays` when the last piece verified (those circuits close
+    /// right after, see `both_complete`), for the download's summary.
+    pub relays_at_completion: Vec<usize>,
     /// Conns that sent us at least one verified block, ever.
     pub sources: usize,
     /// Circuits opened (ours) and accepted (others'), ever.
@@ -120,9 +122,6 @@ pub struct Swarm<P: SwarmPeer> {
     counted_up: u64,
     counted_down: u64,
     failed: bool,
-    /// The download completed: `SwarmStatus::circuit_relays` keeps the
-    /// circuits open at that moment.
-    relays_frozen: bool,
 }
 
 impl<P: SwarmPeer> std::fmt::Debug for Swarm<P> {
@@ -162,7 +161,6 @@ impl<P: SwarmPeer> Swarm<P> {
             counted_up: 0,
             counted_down: 0,
             failed: false,
-            relays_frozen: false,
         }
     }
 
@@ -239,9 +237,10 @@ impl<P: SwarmPeer> Swarm<P> {
                     }
                     self.asked = 0;
                     // The core's `Complete` comes before it closes the
-                    // download's circuits (`both_complete`): show them.
+                    // download's circuits (`both_complete`).
                     self.publish();
-                    self.relays_frozen = true;
+                    self.status
+                        .send_modify(|s| s.relays_at_completion = s.circuit_relays.clone());
                     let storage = self.storage.clone();
                     let sync = async move { storage.sync().await };
                     ctx.spawn(sync.into_actor(self).map(|res, act, ctx| {
@@ -325,12 +324,9 @@ impl<P: SwarmPeer> Swarm<P> {
         );
         let circuit_relays = self.conns.values().filter_map(|c| c.relays).collect();
         let (sources, opened, accepted) = (self.sourced.len(), self.opened, self.accepted);
-        let frozen = self.relays_frozen;
         self.status.send_modify(|s| {
             s.stats = stats;
-            if !frozen {
-                s.circuit_relays = circuit_relays;
-            }
+            s.circuit_relays = circuit_relays;
             s.sources = sources;
             s.opened = opened;
             s.accepted = accepted;
