@@ -148,7 +148,10 @@ pub struct NetworkArgs {
     /// Announce interval the tracker gives peers, seconds.
     #[arg(long, default_value_t = 5)]
     pub announce_interval: u64,
-    /// Seconds to hold the network after the last download, circuits open.
+    /// Seconds to hold the network after the last download. A download
+    /// closes its circuits to complete sources when it completes, so what
+    /// stays open then is circuits between downloads still in progress at
+    /// that moment and the probe's held ones (`--probe-hold`).
     #[arg(long, default_value_t = 3.0)]
     pub hold: f64,
     /// `inproc`: actix arbiter threads the peers are spread over.
@@ -174,9 +177,9 @@ pub struct NetworkArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// `inproc`: probe circuits per phase, asked for one at a time while
-    /// the network holds its circuits (during the downloads, and after
-    /// them); 0 = no probe. See `network/probe.rs`.
+    /// `inproc`: probe circuits per phase, asked for one at a time during
+    /// the downloads and after them (with `--probe-hold` circuits live);
+    /// 0 = no probe. See `network/probe.rs`.
     #[arg(long, default_value_t = 0)]
     pub probe: usize,
     /// `inproc`: idle circuits the probe origins open before the downloads
