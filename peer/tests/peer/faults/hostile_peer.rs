@@ -231,7 +231,33 @@ async fn hostile_neighbours_are_counted_cut_off_and_reported() {
     report.push(format!("replayed code → {name} replayed +{n}"));
     assert!(n >= 1.0);
 
-    // 5. DATA past the window. A second hostile peer serves a torrent of
+    // 5. CREDIT past the window. Right after the grants, while their codes
+    // are fresh (this lab's codes live CODE_LIFETIME seconds); the first of
+    // the two spare grants whose circuit opens.
+    let mut opened = None;
+    for (_, nid, code) in &grants[2..4] {
+        let link = links.get_mut(nid).unwrap();
+        let id = link.fresh_id();
+        link.send(&[Cell::new(id, CellMsg::Create(code.clone()))])
+            .await
+            .unwrap();
+        if link.on(id, WAIT).await.map(|c| c.msg) == Some(CellMsg::Confirm) {
+            opened = Some((*nid, id));
+            break;
+        }
+    }
+    let (nid, id) = opened.expect("neither spare grant opened a circuit");
+    let (p, name) = peer_of(nid);
+    let link = links.get_mut(&nid).unwrap();
+    let before = peer_sample(p, &violations("credit")).await;
+    link.send(&[Cell::new(id, CellMsg::Credit(NonZeroU16::MAX))])
+        .await
+        .unwrap();
+    let n = bumps(p, &violations("credit"), before, 1.0).await;
+    report.push(format!("CREDIT 65535 → {name} credit +{n}"));
+    assert!(n >= 1.0);
+
+    // 6. DATA past the window. A second hostile peer serves a torrent of
     // its own and, as the exit, confirms circuits but never reads or
     // returns credit: once every hop's window is full, the first hop sees
     // DATA it never gave credit for.
@@ -240,26 +266,6 @@ async fn hostile_neighbours_are_counted_cut_off_and_reported() {
         "4096 DATA into a stalled circuit → {name} credit +{n}"
     ));
     assert!(n >= 1.0, "DATA past the window not counted");
-
-    // 6. CREDIT past the window.
-    let (_, nid, code) = &grants[3];
-    let (p, name) = peer_of(*nid);
-    let link = links.get_mut(nid).unwrap();
-    let before = peer_sample(p, &violations("credit")).await;
-    let id = link.fresh_id();
-    link.send(&[Cell::new(id, CellMsg::Create(code.clone()))])
-        .await
-        .unwrap();
-    assert_eq!(
-        link.on(id, WAIT).await.map(|c| c.msg),
-        Some(CellMsg::Confirm)
-    );
-    link.send(&[Cell::new(id, CellMsg::Credit(NonZeroU16::MAX))])
-        .await
-        .unwrap();
-    let n = bumps(p, &violations("credit"), before, 1.0).await;
-    report.push(format!("CREDIT 65535 → {name} credit +{n}"));
-    assert!(n >= 1.0);
 
     // 7. A flood of CREATEs with junk codes: bounded peel work, all
     // answered or counted, the peer stays up.
@@ -313,7 +319,7 @@ async fn hostile_neighbours_are_counted_cut_off_and_reported() {
 
     // 9. A malformed cell: the link is closed at once. On a link still
     // open, preferably one our grants planned circuits over: the tracker
-    // may hand a link with no circuits to the peer that joined in step 5,
+    // may hand a link with no circuits to the peer that joined in step 6,
     // and its end then closes it.
     let mut other = None;
     let planned = grants.iter().map(|g| g.1);
@@ -427,7 +433,7 @@ async fn hostile_neighbours_are_counted_cut_off_and_reported() {
     assert!(status.success(), "{status:?}");
 }
 
-/// See step 5: an exit that stalls, a circuit to it, a blast of DATA.
+/// See step 6: an exit that stalls, a circuit to it, a blast of DATA.
 /// Returns the growth of the first hop's `credit` violations and its name.
 async fn data_past_window(
     lab: &Lab,
