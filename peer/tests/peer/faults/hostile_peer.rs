@@ -28,7 +28,7 @@ use crate::lab::{random_file, same_file, Lab, LabConfig, Proc};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// Tracking codes of this lab live this long (so one can expire in a test).
-const CODE_LIFETIME: u64 = 4;
+const CODE_LIFETIME: u64 = 6;
 
 fn violations(kind: &str) -> String {
     format!("anomos_protocol_violations_total{{kind=\"{kind}\"}}")
