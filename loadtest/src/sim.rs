@@ -101,6 +101,7 @@ impl SimPeer {
             failed_nids: Vec::new(),
             held_links: Vec::new(),
             failed_circuits: Vec::new(),
+            bad_sources: Vec::new(),
         }
     }
 

@@ -44,8 +44,8 @@ use crate::actors::neighbor::{LinkAccepted, NeighborDeps};
 use crate::actors::relay::{Relay, RelayReports, Serve, Unserve};
 use crate::actors::swarm::{CircuitInfo, SwarmPeer};
 use crate::actors::tracker::{
-    HttpsAnnouncer, Progress, Stop, TorrentProgress, Tracker, TrackerSettings, UnknownNidSeen,
-    WantCircuits,
+    BadSource, HttpsAnnouncer, Progress, Stop, TorrentProgress, Tracker, TrackerSettings,
+    UnknownNidSeen, WantCircuits,
 };
 use crate::actors::Plane;
 use crate::config::PeerConfig;
@@ -185,6 +185,13 @@ impl<P: Plane> PeerHandle<P> {
     pub fn report_progress(&self, infohash: InfoHash, progress: Progress) {
         self.tracker.do_send(TorrentProgress { infohash, progress });
     }
+
+    /// The source at the far end of the circuit opened from grant `grant`
+    /// broke the piece protocol: ask the tracker to plan no more circuits
+    /// to it (the next announce, an early one, names the grant).
+    pub fn report_bad_source(&self, grant: u64) {
+        self.tracker.do_send(BadSource { grant });
+    }
 }
 
 impl SwarmPeer for PeerHandle<DataPath> {
@@ -198,6 +205,9 @@ impl SwarmPeer for PeerHandle<DataPath> {
     fn report_progress(&self, infohash: InfoHash, progress: Progress) {
         PeerHandle::report_progress(self, infohash, progress);
     }
+    fn report_bad_source(&self, grant: u64) {
+        PeerHandle::report_bad_source(self, grant);
+    }
 }
 
 impl CircuitInfo for CircuitStream {
@@ -206,6 +216,9 @@ impl CircuitInfo for CircuitStream {
     }
     fn credit(&self) -> u8 {
         self.credit
+    }
+    fn grant(&self) -> Option<u64> {
+        self.grant
     }
 }
 

@@ -10,4 +10,5 @@ pub mod planner;
 pub mod ratelimit;
 pub mod replay;
 pub mod session;
+pub mod sources;
 pub mod swarms;

@@ -82,6 +82,10 @@ pub struct Metrics {
     /// `anomos_tracker_relays_excluded`: relays given no relay hops now for
     /// failing set-ups clearly more often than their peers.
     pub relays_excluded: IntGauge,
+    /// `anomos_tracker_bad_source_reports_total`: grants originators
+    /// reported for a source that broke the piece protocol (each makes the
+    /// tracker avoid that source in the reporter's plans).
+    pub bad_sources: IntCounter,
 }
 
 impl Metrics {
@@ -121,6 +125,11 @@ impl Metrics {
             "anomos_tracker_relays_excluded",
             "Relays excluded from paths for failing set-ups",
         )?;
+        let bad_sources = IntCounter::new(
+            "anomos_tracker_bad_source_reports_total",
+            "Grants reported by their originators for a source that broke the piece protocol",
+        )?;
+        registry.register(Box::new(bad_sources.clone()))?;
         registry.register(Box::new(setup_failures.clone()))?;
         registry.register(Box::new(relays_excluded.clone()))?;
         registry.register(Box::new(peers.clone()))?;
@@ -142,6 +151,7 @@ impl Metrics {
             announce_seconds,
             setup_failures,
             relays_excluded,
+            bad_sources,
         })
     }
 

@@ -115,6 +115,12 @@ pub struct AnnounceRequest {
     /// path, so it counts the failure against every relay on it and stops
     /// routing through one that fails clearly more often than its peers.
     pub failed_circuits: Vec<u64>,
+    /// [`CircuitGrant::id`]s of circuits whose far end, the source, broke
+    /// the piece protocol since the last announce (sent data that failed
+    /// its hash, or any other violation). The originator never learns who
+    /// the source was; the tracker planned the path, so it plans no more
+    /// circuits from this peer to that source for a while.
+    pub bad_sources: Vec<u64>,
 }
 
 /// A neighbour the tracker assigns.
@@ -241,6 +247,7 @@ pub(crate) mod tests {
                     0..4,
                 ),
                 proptest::collection::vec(any::<u64>(), 0..4),
+                proptest::collection::vec(any::<u64>(), 0..4),
             ),
         )
             .prop_map(
@@ -251,7 +258,7 @@ pub(crate) mod tests {
                     torrents,
                     relayed_bytes,
                     failed_nids,
-                    (held_links, failed_circuits),
+                    (held_links, failed_circuits, bad_sources),
                 )| {
                     AnnounceRequest {
                         peer_id: PeerId(pid),
@@ -266,6 +273,7 @@ pub(crate) mod tests {
                         failed_nids,
                         held_links,
                         failed_circuits,
+                        bad_sources,
                     }
                 },
             )
@@ -385,6 +393,7 @@ pub(crate) mod tests {
             failed_nids: vec![],
             held_links: vec![],
             failed_circuits: vec![],
+            bad_sources: vec![],
         };
         assert!(matches!(req.encode(), Err(ApiError::TooLarge { .. })));
     }

@@ -128,6 +128,7 @@ mod tests {
                 peer: PeerId([0x02; 32]),
             }],
             failed_circuits: vec![0x0102_0304_0506_0708],
+            bad_sources: vec![0x1112_1314_1516_1718],
         }
     }
 

@@ -53,6 +53,9 @@ pub trait SwarmPeer: Unpin + 'static {
     fn serve(&self, infohash: InfoHash) -> mpsc::Receiver<Self::Stream>;
     /// Counters for the next announce.
     fn report_progress(&self, infohash: InfoHash, progress: Progress);
+    /// The source on the circuit opened from grant `grant` broke the piece
+    /// protocol: the tracker should plan no more circuits to it.
+    fn report_bad_source(&self, grant: u64);
 }
 
 /// What the actor is told at start.
@@ -96,6 +99,8 @@ struct ConnEntry {
     io: ConnIo,
     /// Relays on the circuit if we opened it.
     relays: Option<usize>,
+    /// The tracker's grant it was opened from, if we opened it.
+    grant: Option<u64>,
 }
 
 /// The actor.
@@ -167,9 +172,9 @@ impl<P: SwarmPeer> Swarm<P> {
     fn add_stream(&mut self, stream: P::Stream, relays: Option<usize>, ctx: &mut Context<Self>) {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        let credit = stream.credit();
+        let (credit, grant) = (stream.credit(), stream.grant());
         let io = ConnIo::spawn(stream, id, self.core.max_message_len(), ctx.address());
-        self.conns.insert(id, ConnEntry { io, relays });
+        self.conns.insert(id, ConnEntry { io, relays, grant });
         self.core.add_conn(Instant::now(), id, credit);
         self.drive(ctx);
     }
@@ -274,6 +279,11 @@ impl<P: SwarmPeer> Swarm<P> {
             let not_a_violation = [reason::IDLE_TIMEOUT, reason::BOTH_COMPLETE];
             if reason::ALL.contains(&why) && !not_a_violation.contains(&why) {
                 self.metrics.violation(why);
+                // A source that lies or breaks the protocol is not worth
+                // another circuit.
+                if let Some(grant) = c.grant {
+                    self.peer.report_bad_source(grant);
+                }
             }
             tracing::debug!(reason = why, "swarm conn closed");
             drop(c);
@@ -393,6 +403,9 @@ pub trait CircuitInfo {
     fn relays(&self) -> usize;
     /// The remote's credit tier, 0..=3 (at the exit; 0 if unknown).
     fn credit(&self) -> u8;
+    /// The id of the tracker's grant the circuit was opened from (at the
+    /// originator; `None` if unknown).
+    fn grant(&self) -> Option<u64>;
 }
 
 impl<P: SwarmPeer> Handler<Frames> for Swarm<P> {

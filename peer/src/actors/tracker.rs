@@ -111,6 +111,17 @@ pub struct TorrentProgress {
     pub progress: Progress,
 }
 
+/// A source broke the piece protocol on the circuit opened from grant
+/// `grant`: the next announce (an early one) names the grant, and the
+/// tracker plans no more circuits from us to that source for a while.
+/// Sent by a torrent's Swarm through `PeerHandle::report_bad_source`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct BadSource {
+    /// The grant's id.
+    pub grant: u64,
+}
+
 /// Break every circuit, announce `stopped`, stop the Neighbors, then stop.
 /// Sent by `RunningPeer::stop`; answered when all that is done.
 #[derive(Debug, Message)]
@@ -145,6 +156,8 @@ pub struct Tracker<P: Plane> {
     failed: BTreeSet<Nid>,
     /// Ids of grants that failed on their path, for the next announce.
     failed_circuits: BTreeSet<u64>,
+    /// Ids of grants whose source broke the piece protocol, likewise.
+    bad_sources: BTreeSet<u64>,
     torrents: Torrents<P::Stream>,
     /// The tracker took our `started` announce.
     started: bool,
@@ -158,6 +171,14 @@ pub struct Tracker<P: Plane> {
     early: bool,
     last: Option<Instant>,
     stopping: bool,
+}
+
+/// What an announce reported: forgotten once the tracker took it, kept
+/// for the next one otherwise.
+struct Reports {
+    nids: Vec<Nid>,
+    circuits: Vec<u64>,
+    sources: Vec<u64>,
 }
 
 impl<P: Plane> std::fmt::Debug for Tracker<P> {
@@ -191,6 +212,7 @@ impl<P: Plane> Tracker<P> {
             neighbours: HashMap::new(),
             failed: BTreeSet::new(),
             failed_circuits: BTreeSet::new(),
+            bad_sources: BTreeSet::new(),
             torrents: Torrents::default(),
             started: false,
             backoff,
@@ -252,7 +274,11 @@ impl<P: Plane> Tracker<P> {
             .into_actor(self)
             .then(move |stats, act, _| {
                 let req = act.request(event, stats.unwrap_or_default());
-                let failed = (req.failed_nids.clone(), req.failed_circuits.clone());
+                let failed = Reports {
+                    nids: req.failed_nids.clone(),
+                    circuits: req.failed_circuits.clone(),
+                    sources: req.bad_sources.clone(),
+                };
                 let held: BTreeSet<Nid> = req.held_links.iter().map(|h| h.nid).collect();
                 let exchange = act.announcer.announce(req);
                 async move { (failed, held, exchange.await) }.into_actor(act)
@@ -263,7 +289,7 @@ impl<P: Plane> Tracker<P> {
 
     fn answered(
         &mut self,
-        (failed, circuits): (Vec<Nid>, Vec<u64>),
+        sent: Reports,
         held: &BTreeSet<Nid>,
         res: Result<AnnounceResponse, TrackerError>,
         ctx: &mut Context<Self>,
@@ -277,11 +303,14 @@ impl<P: Plane> Tracker<P> {
                 self.metrics.announces.with_label_values(&["ok"]).inc();
                 self.backoff.reset();
                 self.started = true;
-                for nid in &failed {
+                for nid in &sent.nids {
                     self.failed.remove(nid);
                 }
-                for id in &circuits {
+                for id in &sent.circuits {
                     self.failed_circuits.remove(id);
+                }
+                for id in &sent.sources {
+                    self.bad_sources.remove(id);
                 }
                 self.torrents.announced();
                 let interval = Duration::from_secs(u64::from(resp.interval_secs).max(1));
@@ -327,6 +356,7 @@ impl<P: Plane> Tracker<P> {
                 .map(|(nid, peer)| HeldLink { nid, peer })
                 .collect(),
             failed_circuits: self.failed_circuits.iter().copied().collect(),
+            bad_sources: self.bad_sources.iter().copied().collect(),
         }
     }
 
@@ -427,6 +457,18 @@ impl<P: Plane> Handler<CircuitFailed> for Tracker<P> {
     type Result = ();
     fn handle(&mut self, m: CircuitFailed, ctx: &mut Context<Self>) {
         self.failed.extend(m.nids);
+        self.announce_soon(ctx);
+    }
+}
+
+impl<P: Plane> Handler<BadSource> for Tracker<P> {
+    type Result = ();
+    fn handle(&mut self, m: BadSource, ctx: &mut Context<Self>) {
+        self.bad_sources.insert(m.grant);
+        // Bounded like the failed circuits: ids are random.
+        while self.bad_sources.len() > MAX_FAILED_CIRCUITS {
+            self.bad_sources.pop_first();
+        }
         self.announce_soon(ctx);
     }
 }

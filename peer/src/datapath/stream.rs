@@ -147,15 +147,9 @@ pub(super) async fn originate(
         Err(_) => return Err(fail(inner, key, CircuitError::Timeout)),
     };
     let relays = grant.layer_keys.len() - 1;
-    Ok(spawn_pumps(
-        inner,
-        key,
-        ep,
-        channel,
-        grant.infohash,
-        relays,
-        0,
-    ))
+    let mut stream = spawn_pumps(inner, key, ep, channel, grant.infohash, relays, 0);
+    stream.grant = Some(grant.id);
+    Ok(stream)
 }
 
 /// Close a circuit whose set-up failed.

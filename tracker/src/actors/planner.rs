@@ -33,6 +33,9 @@ pub struct PlanCircuits {
     pub now: u64,
     /// The originator's credit tier, sealed for the exit.
     pub credit: u8,
+    /// Sources the originator reported for breaking the piece protocol
+    /// (`core::sources`): no circuits to them.
+    pub avoid: Vec<PeerId>,
 }
 
 /// One circuit ready for the originator.
@@ -49,8 +52,10 @@ pub struct PlannedCircuit {
     /// When the code expires.
     pub expiry: u64,
     /// Random id naming the planned path, if the originator reports the
-    /// circuit as failed.
+    /// circuit as failed or its source as bad.
     pub id: u64,
+    /// The destination (stays at the tracker: `core::sources`).
+    pub source: PeerId,
 }
 
 /// The planner worker (one instance per pool thread).
@@ -86,7 +91,8 @@ impl PlannerActor {
         let Some(t) = self.topo.read() else {
             return Vec::new();
         };
-        let servers = t.swarms.servers(&m.infohash);
+        let mut servers = t.swarms.servers(&m.infohash);
+        servers.retain(|s| !m.avoid.contains(s));
         let mut rng = rand::rng();
         plan(&t.graph, &mut rng, &self.cfg, m.origin, &servers, m.wanted)
             .into_iter()
@@ -132,6 +138,7 @@ impl PlannerActor {
                 circuit_secret: secret,
                 expiry: b.expiry,
                 id: rng.random(),
+                source: *p.hops.last()?,
             }),
             Err(e) => {
                 tracing::warn!(kind = e.kind(), "tracking code build failed");

@@ -23,6 +23,7 @@ use super::planner::{PlanCircuits, PlannedCircuit, PlannerActor};
 use crate::core::graph::NeighbourEntry;
 use crate::core::planner::RatioPolicy;
 use crate::core::session::{AnnounceInput, Session};
+use crate::core::sources::BadSources;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::net::reachability::{retry_delay, Prober};
@@ -66,6 +67,8 @@ pub struct Announce {
     pub failed_nids: Vec<Nid>,
     /// Ids of circuits granted to it that failed to open.
     pub failed_circuits: Vec<u64>,
+    /// Ids of circuits granted to it whose source broke the piece protocol.
+    pub bad_sources: Vec<u64>,
     /// Links the peer holds.
     pub held_links: Vec<(Nid, PeerId)>,
     /// Circuits wanted per torrent.
@@ -90,6 +93,8 @@ pub struct AnnounceOutcome {
 pub struct SessionActor {
     core: Session,
     deps: Arc<SessionDeps>,
+    /// Where this peer's recent grants lead; sources it reported.
+    sources: BadSources,
     verified: Option<SocketAddr>,
     failures: u32,
     retry: Option<SpawnHandle>,
@@ -104,6 +109,7 @@ impl SessionActor {
         SessionActor {
             core,
             deps,
+            sources: BadSources::default(),
             verified: None,
             failures: 0,
             retry: None,
@@ -183,6 +189,9 @@ impl Handler<Announce> for SessionActor {
         let addr = m.input.addr;
         let check_due = self.verified != Some(addr) && (update.moved || self.retry.is_none());
         let totals = self.deps.ledger.totals(&peer).unwrap_or_default();
+        let bad = self.sources.report(m.input.now, &m.bad_sources);
+        self.deps.metrics.bad_sources.inc_by(bad as u64);
+        let avoid = self.sources.avoided(m.input.now);
         let ratio = self.deps.ratio.clone();
         let deps = self.deps.clone();
         let now = m.input.now;
@@ -219,6 +228,7 @@ impl Handler<Announce> for SessionActor {
                             wanted,
                             now,
                             credit: ratio.tier(totals.uploaded, totals.downloaded, totals.relayed),
+                            avoid: avoid.clone(),
                         };
                         circuits.extend(deps.planner.send(plan).await?);
                     }
@@ -234,6 +244,9 @@ impl Handler<Announce> for SessionActor {
         AtomicResponse::new(Box::pin(fut::wrap_future::<_, Self>(work).map(
             move |res: Result<_, MailboxError>, act, ctx| {
                 let (reachable, outcome) = res?;
+                for c in &outcome.circuits {
+                    act.sources.granted(c.id, c.source);
+                }
                 if let Some(ok) = reachable {
                     act.record_check(ctx, addr, ok);
                 }

@@ -135,6 +135,7 @@ mod tests {
             relayed_bytes: 0,
             failed_nids: Vec::new(),
             failed_circuits: Vec::new(),
+            bad_sources: Vec::new(),
             held_links: Vec::new(),
         }
     }

@@ -293,6 +293,7 @@ fn to_message(now: u64, addr: SocketAddr, a: AnnounceRequest) -> Announce {
         },
         failed_nids: a.failed_nids,
         failed_circuits: a.failed_circuits,
+        bad_sources: a.bad_sources,
         held_links: a.held_links.iter().map(|h| (h.nid, h.peer)).collect(),
         wanted,
         stopping: a.event == PeerEvent::Stopped,

@@ -344,6 +344,7 @@ async fn burst(addr: SocketAddr) -> (Instant, Instant) {
                 failed_nids: Vec::new(),
                 held_links: Vec::new(),
                 failed_circuits: Vec::new(),
+                bad_sources: Vec::new(),
             };
             SignedAnnounce::sign(&id, &req).unwrap().encode().unwrap()
         })

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use anomos_common::api::{AnnounceResponse, PeerEvent, Role};
+use anomos_common::api::{AnnounceResponse, CircuitGrant, PeerEvent, Role};
 use anomos_common::onion::{peel, Peeled, TrackingCode};
 use anomos_common::replay::ReplayCache;
 use anomos_common::{InfoHash, Nid, PeerId};
@@ -130,6 +130,120 @@ async fn ten_peers_converge_fail_refill_and_get_circuits() {
         }
     }
     assert_eq!(t.metrics.circuits_planned.get(), r.circuits.len() as u64);
+    t.stop().await.unwrap();
+}
+
+/// Where a grant leads: every hop peels its layer with its own key.
+fn source_of(
+    grant: &CircuitGrant,
+    origin: &TestPeer,
+    peers: &[TestPeer],
+    views: &HashMap<PeerId, AnnounceResponse>,
+) -> PeerId {
+    let mut at = origin;
+    let mut code = TrackingCode::from_bytes(&grant.code).unwrap();
+    let mut cache = ReplayCache::new(16);
+    loop {
+        match peel(at.id.onion(), &code, tracker::unix_now(), &mut cache).unwrap() {
+            Peeled::Relay {
+                next_nid,
+                next_code,
+                ..
+            } => {
+                let n = views[&at.peer_id()]
+                    .neighbours
+                    .iter()
+                    .find(|n| n.nid == next_nid);
+                let pin = n.expect("the path follows our edges").pin;
+                at = peers.iter().find(|p| p.peer_id().0 == pin.0).unwrap();
+                code = next_code;
+            }
+            Peeled::Exit { .. } => return at.peer_id(),
+        }
+    }
+}
+
+/// A downloader that reports a grant's source as bad gets no more
+/// circuits to that source; other downloaders still do, and reports of
+/// grants that are not the reporter's own count for nothing.
+#[actix_rt::test]
+async fn a_source_reported_bad_gets_no_more_circuits_from_its_reporter() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker::run(test_config(dir.path())).await.unwrap();
+    let mut peers = Vec::new();
+    for _ in 0..10 {
+        peers.push(TestPeer::start().await);
+    }
+    let mut views = HashMap::new();
+    for p in &peers {
+        views.insert(
+            p.peer_id(),
+            p.announce(t.api_addr, &p.request(PeerEvent::Started)).await,
+        );
+    }
+    converge(&t, &peers, &mut views).await;
+    let ask = |p: &TestPeer, role: Role, bad: Vec<u64>| {
+        let mut req = p.request(PeerEvent::Heartbeat);
+        req.held_links = held(&views[&p.peer_id()]);
+        req.torrents = vec![torrent(H, role, 0, 3)];
+        req.bad_sources = bad;
+        req
+    };
+
+    // Peer 0 gets a circuit and reports its source.
+    let r = peers[0]
+        .announce(t.api_addr, &ask(&peers[0], Role::Leeching, vec![]))
+        .await;
+    let grant = r.circuits.first().expect("no circuit granted");
+    let liar = source_of(grant, &peers[0], &peers, &views);
+    let r = peers[0]
+        .announce(t.api_addr, &ask(&peers[0], Role::Leeching, vec![grant.id]))
+        .await;
+    assert_eq!(t.metrics.bad_sources.get(), 1);
+    // Fifteen rounds of three circuits to nine sources: without the report
+    // the liar would be among them all but ~0.2 % of the time.
+    let mut planned = r.circuits.clone();
+    for _ in 0..15 {
+        let r = peers[0]
+            .announce(t.api_addr, &ask(&peers[0], Role::Leeching, vec![]))
+            .await;
+        planned.extend(r.circuits);
+    }
+    assert!(
+        planned.len() >= 30,
+        "only {} circuits planned",
+        planned.len()
+    );
+    for c in &planned {
+        assert_ne!(source_of(c, &peers[0], &peers, &views), liar);
+    }
+
+    // Another downloader still reaches it, and cannot report peer 0's
+    // grants; peer 0 cannot report the same grant twice.
+    let other = peers
+        .iter()
+        .find(|p| p.peer_id() != liar && p.peer_id() != peers[0].peer_id());
+    let other = other.unwrap();
+    let mut reached = false;
+    for _ in 0..15 {
+        let stolen = planned.iter().map(|c| c.id).collect();
+        let r = other
+            .announce(t.api_addr, &ask(other, Role::Seeding, stolen))
+            .await;
+        reached |= r
+            .circuits
+            .iter()
+            .any(|c| source_of(c, other, &peers, &views) == liar);
+    }
+    assert!(reached, "the liar is avoided for everybody");
+    peers[0]
+        .announce(t.api_addr, &ask(&peers[0], Role::Leeching, vec![grant.id]))
+        .await;
+    assert_eq!(
+        t.metrics.bad_sources.get(),
+        1,
+        "a report counted twice or stolen"
+    );
     t.stop().await.unwrap();
 }
 

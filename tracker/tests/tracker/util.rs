@@ -85,6 +85,7 @@ impl TestPeer {
             failed_nids: Vec::new(),
             held_links: Vec::new(),
             failed_circuits: Vec::new(),
+            bad_sources: Vec::new(),
         }
     }
 

@@ -268,3 +268,30 @@ fn only_silent_paths_count_as_set_up_failures() {
         assert!(!failed_on_path(why), "{why}");
     }
 }
+
+/// A source reported bad rides on an early announce, is kept while the
+/// tracker does not answer, and is not repeated once the tracker took it.
+#[actix::test]
+async fn bad_sources_are_reported_until_the_tracker_takes_them() {
+    let (plane, ann) = setup();
+    let (tracker, _relay, _table) = tracker_and_relay(&plane, &ann);
+    assert!(announces(&ann, 1, Duration::from_secs(1)).await);
+    let e = TrackerError::Unreachable("refused".into());
+    ann.replies.borrow_mut().push_back(Err(e));
+    tracker.send(BadSource { grant: 9 }).await.unwrap();
+    tracker.send(BadSource { grant: 7 }).await.unwrap();
+    assert!(
+        announces(&ann, 3, Duration::from_secs(2)).await,
+        "no early announce, or no retry"
+    );
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    tracker.send(UnknownNidSeen { nid: Nid(1) }).await.unwrap();
+    assert!(announces(&ann, 4, Duration::from_secs(1)).await);
+    let seen = ann.seen.borrow();
+    let ids: Vec<Vec<u64>> = seen.iter().map(|s| s.req.bad_sources.clone()).collect();
+    assert_eq!(
+        ids[..4],
+        [vec![], vec![7, 9], vec![7, 9], vec![]],
+        "{ids:?}"
+    );
+}

@@ -145,6 +145,9 @@ pub struct CircuitStream {
     /// The originator's credit tier as the tracker sealed it for the exit
     /// (exit only; 0 at the originator).
     pub credit: u8,
+    /// The id of the tracker's grant the circuit was opened from
+    /// (originator only).
+    pub grant: Option<u64>,
     pipe: Arc<Pipe>,
 }
 
@@ -168,6 +171,7 @@ impl CircuitStream {
             infohash,
             relays,
             credit,
+            grant: None,
             pipe,
         }
     }

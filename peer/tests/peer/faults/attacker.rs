@@ -103,6 +103,7 @@ impl Attacker {
             failed_nids: Vec::new(),
             held_links,
             failed_circuits: Vec::new(),
+            bad_sources: Vec::new(),
         };
         self.announcer.announce(req).await.unwrap()
     }
