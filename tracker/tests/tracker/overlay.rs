@@ -64,10 +64,11 @@ async fn converge(
     panic!("neighbour sets did not converge");
 }
 
-#[actix_rt::test]
-async fn ten_peers_converge_fail_refill_and_get_circuits() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker::run(test_config(dir.path())).await.unwrap();
+/// Ten peers that started and announced until their neighbour sets
+/// settled: peer 0 downloads `H`, the other nine seed it.
+async fn ten_peers(
+    t: &tracker::RunningTracker,
+) -> (Vec<TestPeer>, HashMap<PeerId, AnnounceResponse>) {
     let mut peers = Vec::new();
     for _ in 0..10 {
         peers.push(TestPeer::start().await);
@@ -80,6 +81,14 @@ async fn ten_peers_converge_fail_refill_and_get_circuits() {
         );
     }
     converge(&t, &peers, &mut views).await;
+    (peers, views)
+}
+
+#[actix_rt::test]
+async fn ten_peers_converge_fail_refill_and_get_circuits() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker::run(test_config(dir.path())).await.unwrap();
+    let (peers, mut views) = ten_peers(&t).await;
     assert_consistent(&views, 4, 6);
 
     // Peer 0 loses a link: the other end is told, both are refilled.
@@ -170,18 +179,7 @@ fn source_of(
 async fn a_source_reported_bad_gets_no_more_circuits_from_its_reporter() {
     let dir = tempfile::tempdir().unwrap();
     let t = tracker::run(test_config(dir.path())).await.unwrap();
-    let mut peers = Vec::new();
-    for _ in 0..10 {
-        peers.push(TestPeer::start().await);
-    }
-    let mut views = HashMap::new();
-    for p in &peers {
-        views.insert(
-            p.peer_id(),
-            p.announce(t.api_addr, &p.request(PeerEvent::Started)).await,
-        );
-    }
-    converge(&t, &peers, &mut views).await;
+    let (peers, views) = ten_peers(&t).await;
     let ask = |p: &TestPeer, role: Role, bad: Vec<u64>| {
         let mut req = p.request(PeerEvent::Heartbeat);
         req.held_links = held(&views[&p.peer_id()]);
