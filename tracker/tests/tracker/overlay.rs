@@ -80,7 +80,7 @@ async fn ten_peers(
             p.announce(t.api_addr, &p.request(PeerEvent::Started)).await,
         );
     }
-    converge(&t, &peers, &mut views).await;
+    converge(t, &peers, &mut views).await;
     (peers, views)
 }
 
