@@ -102,7 +102,7 @@ pub enum CircuitError {
     /// Our own layer did not peel.
     #[error("own layer did not peel: {0}")]
     Peel(#[from] PeelError),
-    /// No link to the first hop, or no free circuit id on it.
+    /// No free circuit id on the first hop's link, or the table is full.
     #[error("cannot open the circuit: {0}")]
     Originate(#[from] crate::core::relay::OriginateError),
     /// The circuit was broken before it opened.
@@ -122,7 +122,7 @@ impl CircuitError {
         match self {
             CircuitError::BadGrant(_) => "bad_grant",
             CircuitError::Peel(e) => e.kind(),
-            CircuitError::Originate(_) => "no_link",
+            CircuitError::Originate(_) => "no_room",
             CircuitError::Broken(r) => r.name(),
             CircuitError::Handshake(e) => e.kind(),
             CircuitError::Timeout => "timeout",
@@ -159,9 +159,6 @@ pub(crate) struct Inner {
     endpoints: RefCell<HashMap<CircKey, Rc<EpIo>>>,
     served: RefCell<HashMap<InfoHash, mpsc::Sender<CircuitStream>>>,
     events: RefCell<Vec<mpsc::UnboundedSender<DataPathEvent>>>,
-    /// Woken whenever a link is attached: an originator whose first hop's
-    /// link is still being dialled waits on it.
-    link_up: Notify,
 }
 
 /// The peer's data path (see module docs). Cheap to clone.
@@ -193,8 +190,12 @@ impl DataPath {
     /// A data path with no links. Must be called inside a tokio `LocalSet`
     /// (the actix system): it spawns its timer task.
     pub fn new(cfg: DataPathConfig, metrics: Metrics, onion: X25519Secret) -> DataPath {
+        // A wait for a link that outlasted the set-up timeout would turn a
+        // link not up yet into a silent path (reported to the tracker).
+        let link_wait = CoreConfig::default().link_wait.min(cfg.setup_timeout / 2);
         let core_cfg = CoreConfig {
             window: cfg.window.max(2),
+            link_wait,
             setup_timeout: cfg.setup_timeout,
             break_timeout: cfg.setup_timeout,
             max_pending_peels: cfg.max_pending_peels,
@@ -212,7 +213,6 @@ impl DataPath {
             endpoints: RefCell::default(),
             served: RefCell::default(),
             events: RefCell::default(),
-            link_up: Notify::new(),
         });
         tokio::task::spawn_local(timer(Rc::downgrade(&inner)));
         DataPath { inner }

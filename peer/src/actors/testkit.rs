@@ -43,11 +43,11 @@ pub struct PlaneLog {
     pub events: Vec<mpsc::UnboundedSender<PlaneEvent>>,
     pub link_handles: Vec<FakeLink>,
     pub serve_tx: Vec<mpsc::Sender<u32>>,
-    /// Why `originate` fails (`no_link` when unset).
+    /// Why `originate` fails (`no_room` when unset).
     pub originate_error: Option<&'static str>,
 }
 
-/// A recording data path; circuits never open (`no_link`, or
+/// A recording data path; circuits never open (`no_room`, or
 /// `PlaneLog::originate_error`).
 #[derive(Clone, Debug, Default)]
 pub struct FakePlane {
@@ -110,7 +110,7 @@ impl Plane for FakePlane {
         self.log.borrow_mut().dropped.push(nid);
     }
     fn originate(&self, _: CircuitGrant) -> LocalFuture<Result<u32, &'static str>> {
-        let why = self.log.borrow().originate_error.unwrap_or("no_link");
+        let why = self.log.borrow().originate_error.unwrap_or("no_room");
         Box::pin(async move { Err(why) })
     }
     fn serve(&self, infohash: InfoHash) -> mpsc::Receiver<u32> {

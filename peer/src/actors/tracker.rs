@@ -60,11 +60,12 @@ const MAX_FAILED_CIRCUITS: usize = 256;
 /// silent on its path: CREATE went out and nothing came back in time (our
 /// set-up timeout, or a hop's BREAK(setup_timeout) from further on). Those
 /// are reported so the tracker can find relays that swallow set-ups. Not
-/// reported: grants we could not send (no link, bad grant, our own layer),
-/// a dead link (`link_lost`, reported by its NID), and explicit refusals
-/// (`refused`, `overloaded`, …): an honest hop answers those too, e.g.
-/// while its link to the next hop is still coming up, and one that is
-/// merely busy is not lying.
+/// reported: grants we could not send (no room on the first link, bad
+/// grant, our own layer), a dead link (`link_lost`, reported by its NID),
+/// and refusals (`refused`, `overloaded`, …): an honest hop answers those
+/// too, e.g. when its link to the next hop did not come up in time (and so
+/// do we, when our own first hop's link did not), and one that is merely
+/// busy is not lying.
 pub fn failed_on_path(why: &str) -> bool {
     matches!(why, "timeout" | "setup_timeout")
 }

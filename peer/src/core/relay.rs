@@ -401,8 +401,9 @@ impl RelayCore {
             }
             side.flow.queue.clear();
         }
-        let first_nid = match (c.back.end, c.fwd.as_ref().map(|s| s.end)) {
-            (End::Local, Some(End::Link(l, _))) => self.links.get(&l).map(|s| s.nid),
+        let first_nid = match (c.back.end, c.fwd.as_ref().map(|s| s.end), c.stage) {
+            (End::Local, Some(End::Link(l, _)), _) => self.links.get(&l).map(|s| s.nid),
+            (End::Local, None, table::Stage::AwaitingLink { nid, .. }) => Some(nid),
             _ => None,
         };
         for side in [Some(c.back), c.fwd].into_iter().flatten() {

@@ -103,7 +103,6 @@ pub(crate) fn attach(inner: &Rc<Inner>, link: EstablishedLink) -> LinkHandle {
         close_tx,
     });
     inner.links.borrow_mut().insert(id, io.clone());
-    inner.link_up.notify_waiters();
     let links = inner.links.borrow().len();
     inner.metrics.neighbors_connected.set(links as i64);
     let (rd, wr) = tokio::io::split(link.stream);

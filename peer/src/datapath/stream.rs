@@ -24,14 +24,14 @@ pub(crate) use pump::Pump;
 
 use super::peel::peel;
 use super::{CircuitError, EpIo, Inner};
-use crate::core::relay::{CircKey, OriginateError};
+use crate::core::relay::CircKey;
 use anomos_common::api::CircuitGrant;
 use anomos_common::cell::{BreakReason, CELL_BODY_LEN, CREATE_CODE_LEN};
 use anomos_common::crypto::CircuitSecret;
 use anomos_common::e2e::{Channel, Initiator, Responder};
 use anomos_common::onion::Peeled;
 use anomos_common::relay_crypto::{DataBody, OriginLayers};
-use anomos_common::{InfoHash, Nid};
+use anomos_common::InfoHash;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -73,38 +73,6 @@ fn send_plain(inner: &Rc<Inner>, key: CircKey, msg: &[u8]) -> Result<(), Circuit
     sent.map_err(|_| CircuitError::Broken(BreakReason::Destroyed))
 }
 
-/// CREATE on the link named `nid`, waiting (at most the core's
-/// `link_wait`, and never beyond the set-up timeout) for that link to come
-/// up. A grant often arrives with the announce answer that also assigned
-/// that neighbour, so the link is still being dialled (milliseconds, or
-/// until the far end has heard of us); failing at once would cost a round
-/// trip to the tracker and count a circuit failed that was never tried.
-async fn create(
-    inner: &Rc<Inner>,
-    grant: &CircuitGrant,
-    nid: Nid,
-    code: &[u8; CREATE_CODE_LEN],
-) -> Result<CircKey, CircuitError> {
-    let wait = inner.core.borrow().config().link_wait;
-    let deadline = Instant::now() + wait.min(inner.cfg.setup_timeout);
-    loop {
-        // Registered before the attempt, so a link attached in between
-        // still wakes us.
-        let up = inner.link_up.notified();
-        let layers = OriginLayers::new(&grant.layer_keys).map_err(|_| bad("layer keys"))?;
-        let tried = inner
-            .core
-            .borrow_mut()
-            .originate(Instant::now(), nid, code, layers);
-        match tried {
-            Err(OriginateError::NoLink) if Instant::now() < deadline => {
-                let _ = tokio::time::timeout_at(deadline.into(), up).await;
-            }
-            other => return Ok(other?),
-        }
-    }
-}
-
 /// The originator's set-up.
 pub(super) async fn originate(
     inner: &Rc<Inner>,
@@ -123,7 +91,13 @@ pub(super) async fn originate(
     };
     let mut code = [0u8; CREATE_CODE_LEN];
     code.copy_from_slice(next_code.as_bytes());
-    let key = create(inner, &grant, next_nid, &code).await?;
+    let layers = OriginLayers::new(&grant.layer_keys).map_err(|_| bad("layer keys"))?;
+    // A first hop whose link is still being dialled is waited for in the
+    // core (`AwaitingLink`), like a relay's next hop.
+    let key = inner
+        .core
+        .borrow_mut()
+        .originate(Instant::now(), next_nid, &code, layers)?;
     let ep = Rc::new(EpIo::default());
     ep.originated.set(true);
     inner.endpoints.borrow_mut().insert(key, ep.clone());

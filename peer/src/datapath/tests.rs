@@ -69,6 +69,8 @@ struct Net {
     keys: Vec<X25519Secret>,
     /// `handles[i]`: the link handles held by peer `i`.
     handles: Vec<Vec<LinkHandle>>,
+    /// `metrics[i]`: peer `i`'s counters.
+    metrics: Vec<Metrics>,
 }
 
 /// Four data paths with no links yet.
@@ -80,12 +82,19 @@ fn unlinked(setup_timeout: Duration) -> Net {
     let keys: Vec<X25519Secret> = (0..4)
         .map(|i| X25519Secret::from_bytes([i + 10; 32]).expect("key"))
         .collect();
+    let metrics: Vec<Metrics> = (0..4).map(|_| Metrics::new().expect("metrics")).collect();
     let dps: Vec<DataPath> = keys
         .iter()
-        .map(|k| DataPath::new(cfg.clone(), Metrics::new().expect("metrics"), k.clone()))
+        .zip(&metrics)
+        .map(|(k, m)| DataPath::new(cfg.clone(), m.clone(), k.clone()))
         .collect();
     let handles = (0..4).map(|_| Vec::new()).collect();
-    Net { dps, keys, handles }
+    Net {
+        dps,
+        keys,
+        handles,
+        metrics,
+    }
 }
 
 impl Net {
@@ -466,8 +475,9 @@ async fn a_peer_that_stops_reading_fails_our_writes_not_our_reads() {
 }
 
 /// A grant that arrives while the link to its first hop is still being
-/// dialled waits for that link and opens; with no link at all it fails as
-/// `no_link` once the wait (bounded by the set-up timeout) is over.
+/// dialled waits for that link and opens; with no link at all it is
+/// refused once the wait (half the set-up timeout at most) is over, and
+/// counted as a link that never came, not as a silent path.
 #[actix_rt::test]
 async fn an_originator_waits_for_its_first_hop_link() {
     let mut net = unlinked(Duration::from_secs(10));
@@ -492,16 +502,19 @@ async fn an_originator_waits_for_its_first_hop_link() {
     x.read_to_end(&mut got).await.expect("read");
     assert_eq!(got, b"after the link");
 
-    let lonely = unlinked(Duration::from_millis(300));
+    let lonely = unlinked(Duration::from_secs(1));
     let start = std::time::Instant::now();
     let err = lonely.dps[0]
         .originate(grant(&lonely.keys))
         .await
         .expect_err("no first hop");
-    assert_eq!(err.kind(), "no_link");
+    assert_eq!(err.kind(), "refused");
     let waited = start.elapsed();
     assert!(
-        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        waited >= Duration::from_millis(450) && waited < Duration::from_secs(1),
         "{waited:?}"
     );
+    let m = &lonely.metrics[0];
+    assert_eq!(m.cells_dropped.with_label_values(&["unknown_nid"]).get(), 1);
+    assert_eq!(m.circuits_failed.get(), 1);
 }

@@ -129,7 +129,7 @@ async fn stats_originate_failure_drop_nid_and_shutdown_reach_the_data_path() {
     };
     let (deliver, _rx) = mpsc::channel(1);
     let res = relay.send(Originate { grant, deliver }).await.unwrap();
-    assert_eq!(res, Err("no_link"));
+    assert_eq!(res, Err("no_room"));
 
     relay.send(DropNid { nid: Nid(3) }).await.unwrap();
     assert_eq!(plane.log.borrow().dropped, vec![Nid(3)]);

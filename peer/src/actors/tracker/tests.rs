@@ -208,13 +208,13 @@ async fn circuits_not_granted_are_asked_for_again_with_growing_delays() {
 
 /// A grant that goes silent on its path (set-up timeout) is reported
 /// by id in the next announce, once; one that could not even be sent
-/// (`no_link`) is not.
+/// (`no_room`) is not.
 #[actix::test]
 async fn grants_that_fail_on_their_path_are_reported_by_id() {
     for (why, reported) in [
         ("timeout", true),
         ("setup_timeout", true),
-        ("no_link", false),
+        ("no_room", false),
     ] {
         let (plane, ann) = setup();
         plane.log.borrow_mut().originate_error = Some(why);
@@ -258,7 +258,7 @@ fn only_silent_paths_count_as_set_up_failures() {
         assert!(failed_on_path(why), "{why}");
     }
     for why in [
-        "no_link",
+        "no_room",
         "bad_grant",
         "link_lost",
         "bad_mac",

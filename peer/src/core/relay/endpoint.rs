@@ -33,9 +33,6 @@ pub enum EndpointError {
 /// Why a circuit could not be originated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OriginateError {
-    /// No link under the first hop's NID.
-    #[error("no link to the first hop")]
-    NoLink,
     /// Every circuit id of our side of that link is in use, or the table is full.
     #[error("no room for another circuit")]
     Full,
@@ -44,7 +41,11 @@ pub enum OriginateError {
 impl RelayCore {
     /// Open a circuit from a grant whose own layer the shell already peeled:
     /// CREATE(`code`) on the link named `nid`. Resolves with
-    /// `Output::Confirmed` or `Output::Closed`.
+    /// `Output::Confirmed` or `Output::Closed`. A grant often comes with the
+    /// announce answer that assigned that neighbour, so its link may still
+    /// be being dialled: then the circuit waits for it like a relay's does
+    /// (`AwaitingLink`, at most `link_wait`, then `Closed` with
+    /// BREAK(refused)) rather than fail a set-up that was never tried.
     pub fn originate(
         &mut self,
         now: Instant,
@@ -52,38 +53,48 @@ impl RelayCore {
         code: &[u8; CREATE_CODE_LEN],
         layers: OriginLayers,
     ) -> Result<CircKey, OriginateError> {
-        let link = self.link_of(nid).ok_or(OriginateError::NoLink)?;
         if self.circuits.len() >= self.cfg.max_circuits {
             return Err(OriginateError::Full);
         }
-        let state = self.links.get_mut(&link).filter(|l| !l.closing);
-        let id = state
-            .ok_or(OriginateError::NoLink)?
-            .alloc
-            .allocate()
-            .ok_or(OriginateError::Full)?;
-        let key = CircKey(self.fresh_id());
         let window = self.cfg.window;
-        self.circuits.insert(
-            key,
-            Circuit {
-                back: Side {
-                    end: End::Local,
-                    flow: Flow::new(window),
-                },
-                fwd: Some(Side {
+        let key = CircKey(self.fresh_id());
+        let mut circuit = Circuit {
+            back: Side {
+                end: End::Local,
+                flow: Flow::new(window),
+            },
+            fwd: None,
+            stage: Stage::AwaitingLink {
+                nid,
+                deadline: now + self.cfg.link_wait,
+            },
+            crypto: Crypto::Origin(Box::new(layers)),
+        };
+        let link = self
+            .link_of(nid)
+            .filter(|l| self.links.get(l).is_some_and(|s| !s.closing));
+        match link {
+            Some(link) => {
+                let alloc = self.links.get_mut(&link).map(|l| l.alloc.allocate());
+                let id = alloc.flatten().ok_or(OriginateError::Full)?;
+                circuit.fwd = Some(Side {
                     end: End::Link(link, id),
                     flow: Flow::new(window),
-                }),
-                stage: Stage::Extending {
+                });
+                circuit.stage = Stage::Extending {
                     deadline: now + self.cfg.setup_timeout,
-                },
-                crypto: Crypto::Origin(Box::new(layers)),
-            },
-        );
+                };
+                self.halves.insert((link, id), Slot::Live(key));
+                self.send_ctrl(link, id, CellMsg::Create(Box::new(*code)));
+            }
+            None => self
+                .awaiting
+                .entry(nid)
+                .or_default()
+                .push((key, Box::new(*code))),
+        }
+        self.circuits.insert(key, circuit);
         self.metrics.circuits_active.set(self.circuits.len() as i64);
-        self.halves.insert((link, id), Slot::Live(key));
-        self.send_ctrl(link, id, CellMsg::Create(Box::new(*code)));
         Ok(key)
     }
 

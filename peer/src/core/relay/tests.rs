@@ -435,21 +435,66 @@ fn losing_the_first_hop_closes_an_originated_circuit_as_failed() {
         .expect("originate");
     h.sent(h.b);
     h.core.link_lost(h.now, h.b);
-    let closed: Vec<_> = std::iter::from_fn(|| h.core.poll_output())
-        .filter_map(|o| match o {
-            Output::Closed {
-                key: k,
-                reason,
-                first_nid,
-                ..
-            } => Some((k, reason, first_nid)),
-            _ => None,
-        })
-        .collect();
+    let closed = closes(&mut h);
     assert_eq!(closed, vec![(key, BreakReason::LinkLost, Some(Nid(2)))]);
     assert_eq!((h.core.circuit_count(), h.core.half_count()), (0, 0));
     assert_eq!(h.core.link_of(Nid(2)), None);
     assert_eq!(h.core.link_count(), 1);
+}
+
+/// The closes among the core's outputs: (key, reason, first hop's NID).
+fn closes(h: &mut Harness) -> Vec<(CircKey, BreakReason, Option<Nid>)> {
+    std::iter::from_fn(|| h.core.poll_output())
+        .filter_map(|o| match o {
+            Output::Closed {
+                key,
+                reason,
+                first_nid,
+                ..
+            } => Some((key, reason, first_nid)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A grant whose first hop's link is still being dialled waits for it in
+/// the core, like a relay's next hop: the CREATE goes out when the link
+/// attaches; a link that never comes closes the circuit as refused, as
+/// one we originated.
+#[test]
+fn an_originated_circuit_waits_for_its_first_hops_link() {
+    for comes in [true, false] {
+        let mut h = harness(8);
+        h.core.link_lost(h.now, h.b);
+        let (code, keys) = code_for_us(true, UNIX + 100, 7);
+        let layers = OriginLayers::new(&[keys]).expect("layers");
+        let key = h
+            .core
+            .originate(h.now, Nid(2), &code, layers)
+            .expect("originate");
+        assert!(closes(&mut h).is_empty());
+        let deadline = h.core.poll_timeout().expect("a wait deadline");
+        assert_eq!(deadline, h.now + Duration::from_secs(2));
+        if comes {
+            h.now += Duration::from_millis(300);
+            let b = h.core.add_link(h.now, Nid(2), true).expect("b");
+            let sent = h.sent(b);
+            assert_eq!(sent.len(), 1);
+            assert_eq!(sent[0].msg, CellMsg::Create(code.clone()));
+            h.feed(b, Cell::new(sent[0].circ, CellMsg::Confirm));
+            let confirmed = std::iter::from_fn(|| h.core.poll_output())
+                .any(|o| matches!(o, Output::Confirmed { key: k } if k == key));
+            assert!(confirmed, "no Confirmed after the late link");
+        } else {
+            h.core.handle_timeout(deadline);
+            let closed = closes(&mut h);
+            assert_eq!(closed, vec![(key, BreakReason::Refused, Some(Nid(2)))]);
+            assert_eq!(h.count(&h.metrics.cells_dropped, "unknown_nid"), 1);
+            assert_eq!(h.core.circuit_count(), 0);
+            let b = h.core.add_link(deadline, Nid(2), true).expect("b");
+            assert!(h.sent(b).is_empty(), "nothing left waiting");
+        }
+    }
 }
 
 #[test]
