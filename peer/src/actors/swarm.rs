@@ -33,12 +33,6 @@ use crate::core::swarm::{reason, Action, ConnId, SwarmConfig, SwarmCore, SwarmSt
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
-/// Most bytes a conn may have waiting for its circuit: the protocol's
-/// pipeline of 64 blocks plus room for the small messages. A remote that
-/// keeps requesting without reading what it asked for goes past it and is
-/// closed (`request_flood`), so a seed's memory stays bounded per conn.
-const MAX_QUEUED: usize = 64 * 16 * 1024 + 256 * 1024;
-
 /// How often the core ticks and the counters are published (metrics and
 /// progress displays read them).
 const TICK: Duration = Duration::from_millis(250);
@@ -258,19 +252,13 @@ impl<P: SwarmPeer> Swarm<P> {
                 }
             }
         }
-        let mut flooding = Vec::new();
         for (conn, bytes) in out {
             if let Some(c) = self.conns.get(&conn) {
                 // A writer that ended shows up as its reader's ConnEnded.
+                // What waits for the writer is bounded by the reader
+                // pausing (`conn::PAUSE_ABOVE`), not here.
                 let _ = c.io.send(bytes);
-                if c.io.queued() > MAX_QUEUED {
-                    flooding.push(conn);
-                }
             }
-        }
-        for conn in flooding {
-            self.core.remove_conn(Instant::now(), conn);
-            self.close(conn, reason::REQUEST_FLOOD, ctx);
         }
     }
 

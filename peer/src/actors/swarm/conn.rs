@@ -4,7 +4,11 @@
 //! everything queued for the circuit into one write.
 //!
 //! Neither task decides anything: a frame that does not decode ends the
-//! reader with a reason, and the actor closes the conn. Closing drops the
+//! reader with a reason, and the actor closes the conn. The reader stops
+//! reading while more than [`PAUSE_ABOVE`] bytes wait for the writer, until
+//! half of that is left: a remote whose requests come faster than its
+//! circuit carries the answers (or that never reads them) is slowed by its
+//! own circuit's flow control, and what we queue for it stays bounded. Closing drops the
 //! writer's queue sender; the writer then writes what is queued and shuts
 //! the stream down (our FIN), so a last `Piece` is not cut off.
 
@@ -14,12 +18,19 @@ use std::rc::Rc;
 use actix::prelude::*;
 use anomos_common::peerwire::{Frame, MessageReader};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::core::swarm::ConnId;
 
 /// Bytes asked of the stream per read.
 const READ_CHUNK: usize = 128 * 1024;
+
+/// Queued bytes above which the reader pauses: the protocol's pipeline of
+/// 64 blocks. An honest remote goes past it only when it cancelled blocks
+/// already queued (endgame) and asked for others; the answers to requests
+/// accepted before the pause (at most 64 blocks, the swarm core's bound)
+/// can add as much again.
+pub const PAUSE_ABOVE: usize = 64 * 16 * 1024;
 
 /// Frames that arrived on a conn, in order.
 #[derive(Debug, Message)]
@@ -48,7 +59,7 @@ pub struct ConnIo {
     out: mpsc::UnboundedSender<Vec<u8>>,
     /// Bytes handed to the writer and not yet written (the writer runs on
     /// the same thread).
-    queued: Rc<Cell<usize>>,
+    backlog: Backlog,
     reader: actix_rt::task::JoinHandle<()>,
 }
 
@@ -61,12 +72,15 @@ impl ConnIo {
     {
         let (rd, wr) = tokio::io::split(stream);
         let (out, queue) = mpsc::unbounded_channel();
-        let queued = Rc::new(Cell::new(0));
-        actix_rt::spawn(write_loop(wr, queue, queued.clone()));
-        let reader = actix_rt::spawn(read_loop(rd, conn, max_len, to));
+        let backlog = Backlog {
+            queued: Rc::new(Cell::new(0)),
+            drained: Rc::new(Notify::new()),
+        };
+        actix_rt::spawn(write_loop(wr, queue, backlog.clone()));
+        let reader = actix_rt::spawn(read_loop(rd, conn, max_len, to, backlog.clone()));
         ConnIo {
             out,
-            queued,
+            backlog,
             reader,
         }
     }
@@ -76,17 +90,45 @@ impl ConnIo {
         let n = bytes.len();
         let ok = self.out.send(bytes).is_ok();
         if ok {
-            self.queued.set(self.queued.get() + n);
+            let q = &self.backlog.queued;
+            q.set(q.get() + n);
         }
         ok
     }
 
-    /// Bytes queued for the circuit and not yet written. Pieces are only
-    /// sent in answer to requests, and an honest remote keeps at most its
-    /// pipeline of requests open, so this stays small unless the remote
-    /// asks and does not read.
+    /// Bytes queued for the circuit and not yet written: at most about
+    /// twice [`PAUSE_ABOVE`] (see there).
+    #[cfg(test)]
     pub fn queued(&self) -> usize {
-        self.queued.get()
+        self.backlog.queued.get()
+    }
+}
+
+/// The writer's queue as the actor and both tasks see it.
+#[derive(Clone)]
+struct Backlog {
+    queued: Rc<Cell<usize>>,
+    drained: Rc<Notify>,
+}
+
+impl Backlog {
+    /// Return once the queue is at most `PAUSE_ABOVE`, or, if it was above,
+    /// once it fell to half of that.
+    async fn room(&self) {
+        if self.queued.get() <= PAUSE_ABOVE {
+            return;
+        }
+        while self.queued.get() > PAUSE_ABOVE / 2 {
+            self.drained.notified().await;
+        }
+    }
+
+    fn written(&self, n: usize) {
+        let left = self.queued.get().saturating_sub(n);
+        self.queued.set(left);
+        if left <= PAUSE_ABOVE / 2 {
+            self.drained.notify_one();
+        }
     }
 }
 
@@ -98,14 +140,20 @@ impl Drop for ConnIo {
     }
 }
 
-async fn read_loop<S, A>(mut rd: ReadHalf<S>, conn: ConnId, max_len: u32, to: Addr<A>)
-where
+async fn read_loop<S, A>(
+    mut rd: ReadHalf<S>,
+    conn: ConnId,
+    max_len: u32,
+    to: Addr<A>,
+    backlog: Backlog,
+) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
     A: Actor<Context = Context<A>> + Handler<Frames> + Handler<ConnEnded>,
 {
     let mut reader = MessageReader::new(max_len);
     let mut buf = vec![0u8; READ_CHUNK];
     let reason = loop {
+        backlog.room().await;
         let n = match rd.read(&mut buf).await {
             Ok(0) => break "eof",
             Ok(n) => n,
@@ -133,7 +181,7 @@ where
 async fn write_loop<S>(
     mut wr: WriteHalf<S>,
     mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
-    queued: Rc<Cell<usize>>,
+    backlog: Backlog,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -145,7 +193,7 @@ async fn write_loop<S>(
         if wr.write_all(&batch).await.is_err() {
             return;
         }
-        queued.set(queued.get().saturating_sub(batch.len()));
+        backlog.written(batch.len());
     }
     let _ = wr.shutdown().await;
 }
@@ -236,5 +284,48 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(rest, [1, 2, 3]);
+    }
+
+    /// A remote that asks faster than its circuit carries the answers (or
+    /// never reads them) is not read from while too much waits for it, and
+    /// is read again once it took half of that.
+    #[actix::test]
+    async fn the_reader_pauses_while_too_much_waits_for_the_writer() {
+        let sink = Sink::default().start();
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let io = ConnIo::spawn(ours, ConnId(2), 1 << 20, sink.clone());
+        let mut hs = Vec::new();
+        Handshake::new(InfoHash([3; 32])).encode(&mut hs);
+        theirs.write_all(&hs).await.unwrap();
+        settle().await;
+        assert_eq!(sink.send(Peek).await.unwrap(), (1, None));
+
+        // Answers pile up; the read already waiting still delivers, the
+        // next one waits.
+        assert!(io.send(vec![7; PAUSE_ABOVE + 1000]));
+        let mut msg = Vec::new();
+        Message::Interested.encode(&mut msg);
+        theirs.write_all(&msg).await.unwrap();
+        settle().await;
+        assert_eq!(sink.send(Peek).await.unwrap(), (2, None));
+        theirs.write_all(&msg).await.unwrap();
+        settle().await;
+        assert_eq!(
+            sink.send(Peek).await.unwrap(),
+            (2, None),
+            "read while paused"
+        );
+
+        // Taking half is not enough to resume; taking the rest is.
+        let mut got = vec![0; PAUSE_ABOVE / 2];
+        theirs.read_exact(&mut got).await.unwrap();
+        settle().await;
+        assert!(io.queued() > PAUSE_ABOVE / 2);
+        assert_eq!(sink.send(Peek).await.unwrap(), (2, None));
+        let mut rest = vec![0; PAUSE_ABOVE / 2 + 1000];
+        theirs.read_exact(&mut rest).await.unwrap();
+        settle().await;
+        assert_eq!(io.queued(), 0);
+        assert_eq!(sink.send(Peek).await.unwrap(), (3, None), "not resumed");
     }
 }
