@@ -35,7 +35,12 @@ fi
 DIR=$(mktemp -d /tmp/anomos-demo.XXXXXX)
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Peers first (each breaks its circuits and announces `stopped`), the
+  # tracker (the first started) last.
+  local i
+  for ((i = ${#PIDS[@]} - 1; i >= 1; i--)); do kill "${PIDS[$i]}" 2>/dev/null || true; done
+  for ((i = ${#PIDS[@]} - 1; i >= 1; i--)); do wait "${PIDS[$i]}" 2>/dev/null || true; done
+  if ((${#PIDS[@]})); then kill "${PIDS[0]}" 2>/dev/null || true; fi
   wait 2>/dev/null || true
   rm -rf "$DIR"
 }
