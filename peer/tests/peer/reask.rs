@@ -46,9 +46,9 @@ async fn a_download_short_of_circuits_gets_them_before_one_interval() {
         // nothing refused by the tracker.
         assert!(at[2] < Duration::from_secs(INTERVAL_SECS / 3), "{at:?}");
         assert_eq!(refusals(&origin), refused, "an announce was refused");
-        // All three from one answer, not one per announce (the next
-        // re-ask would come a second later).
-        assert!(at[2] - at[0] < Duration::from_millis(800), "{at:?}");
+        // All three from one answer, not one per announce (re-asks come
+        // a second apart, so three announces take two seconds or more).
+        assert!(at[2] - at[0] < Duration::from_millis(1500), "{at:?}");
         origin.stop().await;
         exit.stop().await;
     })
