@@ -20,6 +20,10 @@ use anomos_common::{Nid, PeerId};
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableUnGraph};
 use petgraph::visit::EdgeRef;
 
+/// Retiring edges a vertex may hold at once, besides its `max_degree`
+/// links (see `Link::retiring`).
+pub const MAX_RETIRING: usize = 2;
+
 /// Knobs of neighbour assignment.
 #[derive(Debug, Clone)]
 pub struct GraphConfig {
@@ -67,6 +71,8 @@ pub struct Vertex {
     /// Relayed bytes per second reported by the peer, in MiB/s.
     pub relay_rate: f64,
     nids: BTreeMap<Nid, EdgeIndex>,
+    /// How many of its edges are retiring (`Link::retiring`).
+    retiring: usize,
     dropped: BTreeSet<Nid>,
 }
 
@@ -82,9 +88,9 @@ impl Vertex {
         f64::from(self.circuits) + self.relay_rate
     }
 
-    /// Number of links.
+    /// Number of links that take new circuits (retiring ones left out).
     pub fn degree(&self) -> usize {
-        self.nids.len()
+        self.nids.len() - self.retiring
     }
 }
 
@@ -98,6 +104,11 @@ pub struct Link {
     /// The end that opens the link: the peer whose refill created it (its
     /// address was just checked), or the lower id for a restored edge.
     pub dialer: PeerId,
+    /// Handed over to a newcomer while it carried circuits: it takes no
+    /// new circuit and no longer counts towards its ends' degree, and it is
+    /// dropped (both ends told) when the last circuit counted on it is
+    /// uncounted (make-before-break, `graph/assign.rs`).
+    pub retiring: bool,
 }
 
 /// A neighbour as handed to a peer.
@@ -182,6 +193,7 @@ impl NeighbourGraph {
             circuits: 0,
             relay_rate: 0.0,
             nids: BTreeMap::new(),
+            retiring: 0,
             dropped: BTreeSet::new(),
         });
         self.index.insert(id, ix);
@@ -407,8 +419,12 @@ impl NeighbourGraph {
                 continue;
             };
             if let Some(e) = self.g.find_edge(a, b) {
-                if let Some(l) = self.g.edge_weight_mut(e) {
-                    bump(&mut l.circuits);
+                let Some(l) = self.g.edge_weight_mut(e) else {
+                    continue;
+                };
+                bump(&mut l.circuits);
+                if l.retiring && l.circuits == 0 {
+                    self.drop_edge(e, None);
                 }
             }
         }
@@ -423,7 +439,8 @@ impl NeighbourGraph {
         }
     }
 
-    /// Neighbours of a peer as (peer, nid), for path search: straight from
+    /// Neighbours of a peer as (peer, nid) over links that take new
+    /// circuits (retiring ones left out), for path search: straight from
     /// the edge list, in no particular order. Path search calls this for
     /// every vertex it touches, and in a well-mixed overlay a search touches
     /// many, so it skips the sorted `NeighbourEntry` set `neighbours` builds.
@@ -433,6 +450,7 @@ impl NeighbourGraph {
         };
         self.g
             .edges(ix)
+            .filter(|e| !e.weight().retiring)
             .filter_map(|e| {
                 let other = far_end(&e, ix);
                 Some((self.g.node_weight(other)?.id, e.weight().nid))
@@ -476,6 +494,17 @@ impl NeighbourGraph {
             let v = self.g.node_weight(ix).ok_or("missing vertex")?;
             if v.nids.len() != self.g.edges(ix).count() {
                 return Err(format!("nid map size mismatch at {:?}", v.id));
+            }
+            let retiring = self.g.edges(ix).filter(|e| e.weight().retiring).count();
+            if retiring != v.retiring || retiring > MAX_RETIRING {
+                return Err(format!("{retiring} retiring edges at {:?}", v.id));
+            }
+            if self
+                .g
+                .edges(ix)
+                .any(|e| e.weight().retiring && e.weight().circuits == 0)
+            {
+                return Err(format!("an idle retiring edge at {:?}", v.id));
             }
             if v.degree() > self.cfg.max_degree {
                 return Err(format!("degree {} above max at {:?}", v.degree(), v.id));
@@ -549,6 +578,7 @@ impl NeighbourGraph {
                 nid,
                 circuits: 0,
                 dialer,
+                retiring: false,
             },
         );
         for end in [a, b] {
@@ -569,6 +599,7 @@ impl NeighbourGraph {
         for end in [a, b] {
             if let Some(v) = self.g.node_weight_mut(end) {
                 v.nids.remove(&link.nid);
+                v.retiring -= usize::from(link.retiring);
                 if Some(end) != reporter {
                     v.dropped.insert(link.nid);
                 }

@@ -12,21 +12,27 @@
 //!
 //! A drawn partner `Y` that has room gets a plain new edge. A *full* `Y`
 //! still accepts: it hands over one of its edges `Y–Z`, which becomes
-//! `Y–X–Z` (`X` gains two links, `Y` and `Z` keep their degree; both learn
-//! the dropped NID like any other drop). The edge handed over is one with
-//! no planned circuit, so a newcomer never breaks a circuit in use.
+//! `Y–X–Z` (`X` gains two links, `Y` and `Z` keep their degree). An edge
+//! with no planned circuit is handed over at once (both ends learn the
+//! dropped NID like any other drop). An edge that carries circuits is
+//! handed over make-before-break: `Y–Z` *retires*
+//! (`Link::retiring`): it stays up for the circuits on it, takes no new
+//! one, no longer counts towards the degree of `Y` and `Z`, and is dropped
+//! when its last circuit is uncounted. A vertex holds at most
+//! `MAX_RETIRING` retiring edges. `Z` is drawn uniformly among the
+//! neighbours of `Y` (idle edges are not preferred: in a loaded overlay
+//! they are the ones other newcomers just got). So a newcomer never breaks
+//! a circuit in use, and still lands uniformly in a loaded overlay.
 //!
 //! Architecture invariant: assignment never disconnects the graph and never
-//! exceeds `max_degree`: it only adds edges between peers with room, or
-//! replaces an edge `Y–Z` by the path `Y–X–Z`.
+//! exceeds `max_degree` (retiring edges aside, at most `MAX_RETIRING` per
+//! peer): it only adds edges between peers with room, or replaces an edge
+//! `Y–Z` by the path `Y–X–Z` (at once, or once `Y–Z` has retired).
 //!
-//! Limit: in an overlay where every edge of the drawn full peers carries
-//! planned circuits (counted for the Graph actor's load window), no draw
-//! finds an idle edge and the refill falls back to the scan, i.e. to the
-//! peers that still have room. Breaking live circuits to place a newcomer
-//! evenly is the other choice; this code prefers keeping circuits. Once
-//! the old peers' spare slots are used up, a second wave of newcomers into
-//! a loaded overlay links mostly to itself again (BENCHMARKS.md, issue 7).
+//! Without retiring (it came later), a second wave of newcomers into an
+//! overlay whose edges all carried circuits found no idle edge and fell
+//! back to the scan, i.e. to the newest peers, linking mostly to itself
+//! again (0.64 of its edge ends against 0.16 uniform; BENCHMARKS.md).
 //!
 //! Cost: a draw is O(1) (a random slot of the vertex table, rejected if
 //! empty or not eligible), so a refill costs O(want × degree) in a healthy
@@ -74,8 +80,11 @@ impl NeighbourGraph {
                     added.extend(self.g.node_weight(y).map(|v| v.id));
                 }
             } else if self.room(ix) >= 2 {
-                if let Some(z) = self.idle_edge_of(ix, y, rng) {
-                    added.extend(self.split_edge(ix, y, z));
+                if let Some(z) = self.handover_edge(ix, y, rng) {
+                    added.extend(match self.may_retire(y, z) {
+                        true => self.retire_edge(ix, y, z),
+                        false => self.split_edge(ix, y, z),
+                    });
                 }
             }
         }
@@ -114,10 +123,15 @@ impl NeighbourGraph {
             }
         }
         while added.len() < goal && self.room(ix) >= 2 {
-            match self.least_loaded_split(ix) {
-                Some((y, z)) => added.extend(self.split_edge(ix, y, z)),
-                None => break,
-            }
+            let Some((y, z)) = self.least_loaded_split(ix) else {
+                break;
+            };
+            added.extend(match self.may_retire(y, z) {
+                true => self.retire_edge(ix, y, z),
+                // Nothing idle and no room to retire: the newcomer's links
+                // come first (the scan's last resort breaks circuits).
+                false => self.split_edge(ix, y, z),
+            });
         }
     }
 
@@ -149,9 +163,13 @@ impl NeighbourGraph {
         })
     }
 
-    /// A neighbour `z` of the full vertex `y` whose edge `y–z` carries no
-    /// planned circuit and that may link to `x`; random among those.
-    fn idle_edge_of<R: Rng + ?Sized>(
+    /// A neighbour `z` of the full vertex `y` whose edge `y–z` it may hand
+    /// over to `x`, drawn uniformly: `z` may link to `x`, and a loaded edge
+    /// only if it may retire (neither end holds `MAX_RETIRING` retiring
+    /// edges yet). Uniform over `y`'s neighbours, not idle edges first: in
+    /// a loaded overlay the idle edges are the ones newcomers just got, and
+    /// preferring them links newcomers to each other.
+    fn handover_edge<R: Rng + ?Sized>(
         &self,
         x: NodeIndex,
         y: NodeIndex,
@@ -160,17 +178,66 @@ impl NeighbourGraph {
         let zs: Vec<NodeIndex> = self
             .g
             .edges(y)
-            .filter(|e| e.weight().circuits == 0)
+            .filter(|e| !e.weight().retiring)
+            .filter(|e| {
+                let z = super::far_end(e, y);
+                self.partner_ok(x, z) && (e.weight().circuits == 0 || self.may_retire(y, z))
+            })
             .map(|e| super::far_end(&e, y))
-            .filter(|&z| self.partner_ok(x, z))
             .collect();
         zs.choose(rng).copied()
     }
 
-    /// The least loaded edge `y–z` anywhere whose ends may both link to `x`.
+    /// The edge `y–z` carries circuits and may retire: neither end holds
+    /// `MAX_RETIRING` retiring edges yet. An idle edge is split instead.
+    fn may_retire(&self, y: NodeIndex, z: NodeIndex) -> bool {
+        let loaded = self
+            .g
+            .find_edge(y, z)
+            .and_then(|e| self.g.edge_weight(e))
+            .is_some_and(|l| l.circuits > 0);
+        loaded
+            && [y, z].iter().all(|&w| {
+                self.g
+                    .node_weight(w)
+                    .is_some_and(|v| v.retiring < super::MAX_RETIRING)
+            })
+    }
+
+    /// Make-before-break: `y–z` retires and `x` links to both (`x` dials);
+    /// returns the ends that got a new edge. Nobody is told to drop
+    /// anything until the retiring edge's circuits are uncounted.
+    fn retire_edge(&mut self, x: NodeIndex, y: NodeIndex, z: NodeIndex) -> Vec<PeerId> {
+        let Some(e) = self.g.find_edge(y, z) else {
+            return Vec::new();
+        };
+        let Some(xid) = self.g.node_weight(x).map(|v| v.id) else {
+            return Vec::new();
+        };
+        if let Some(l) = self.g.edge_weight_mut(e) {
+            l.retiring = true;
+        }
+        for w in [y, z] {
+            if let Some(v) = self.g.node_weight_mut(w) {
+                v.retiring += 1;
+            }
+        }
+        let mut got = Vec::new();
+        for w in [y, z] {
+            if let Some(nid) = self.free_common_nid(x, w) {
+                self.add_edge(x, w, nid, xid);
+                got.extend(self.g.node_weight(w).map(|v| v.id));
+            }
+        }
+        got
+    }
+
+    /// The least loaded edge `y–z` anywhere whose ends may both link to `x`
+    /// (retiring edges are on their way out already).
     fn least_loaded_split(&self, x: NodeIndex) -> Option<(NodeIndex, NodeIndex)> {
         (&self.g)
             .edge_references()
+            .filter(|e| !e.weight().retiring)
             .filter(|e| self.partner_ok(x, e.source()) && self.partner_ok(x, e.target()))
             .min_by_key(|e| e.weight().circuits)
             .map(|e| (e.source(), e.target()))

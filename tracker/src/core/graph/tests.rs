@@ -230,6 +230,10 @@ enum Op {
     Fail(u16, usize),
     Leave(u16),
     Announce(u16),
+    /// Count a circuit on the k-th link of a peer.
+    Load(u16, usize),
+    /// Uncount the k-th circuit counted so far.
+    Unload(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -238,18 +242,22 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u16..40, 0usize..6).prop_map(|(i, k)| Op::Fail(i, k)),
         1 => (0u16..40).prop_map(Op::Leave),
         2 => (0u16..40).prop_map(Op::Announce),
+        4 => (0u16..40, 0usize..6).prop_map(|(i, k)| Op::Load(i, k)),
+        2 => (0usize..64).prop_map(Op::Unload),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
-    /// Many joins, failures and leaves: views agree, no NID collisions,
-    /// degrees within bounds after refill.
+    /// Many joins, failures, leaves and circuits counted and uncounted
+    /// (so loaded edges retire for newcomers and go when unloaded): views
+    /// agree, no NID collisions, degrees within bounds after refill.
     #[test]
     fn assignment_stays_consistent(ops in proptest::collection::vec(op(), 1..200), seed: u64) {
         let mut g = NeighbourGraph::new(GraphConfig::default());
         let mut rng = StdRng::seed_from_u64(seed);
+        let mut loaded: Vec<[PeerId; 2]> = Vec::new();
         for o in ops {
             match o {
                 Op::Join(i, ip) => join(&mut g, &mut rng, i, ip),
@@ -271,6 +279,18 @@ proptest! {
                     g.hold_links(pid(i), &held, 0);
                     g.take_dropped(pid(i));
                     g.refill(pid(i), &mut rng);
+                }
+                Op::Load(i, k) => {
+                    if let Some(n) = g.neighbours(pid(i)).get(k).copied() {
+                        g.account_path(&[pid(i), n.peer], true);
+                        loaded.push([pid(i), n.peer]);
+                    }
+                }
+                Op::Unload(k) => {
+                    if k < loaded.len() {
+                        let path = loaded.swap_remove(k);
+                        g.account_path(&path, false);
+                    }
                 }
             }
             assert_views_agree(&g);
@@ -402,43 +422,163 @@ fn late_newcomers_get_neighbours_across_the_whole_graph() {
     }
 }
 
-/// A full peer hands a newcomer only an edge that carries no planned
-/// circuit: joining never breaks a circuit while an idle edge exists.
+/// A full peer hands a newcomer an idle edge outright and a loaded one
+/// only by retiring it: joining never drops an edge that carries a
+/// circuit, even where the only idle edge is elsewhere.
 #[test]
-fn a_newcomer_takes_over_only_idle_edges() {
+fn joining_never_drops_a_loaded_edge() {
+    let cfg = GraphConfig {
+        min_degree: 3,
+        max_degree: 3,
+        ..Default::default()
+    };
+    for seed in 25..35 {
+        let mut g = NeighbourGraph::new(cfg.clone());
+        let mut rng = StdRng::seed_from_u64(seed);
+        for i in 0..20 {
+            join(&mut g, &mut rng, i, i as u8);
+        }
+        let mut edges = all_links(&g);
+        let idle = edges.pop().unwrap();
+        for (a, b, _) in &edges {
+            g.account_path(&[*a, *b], true);
+        }
+        join(&mut g, &mut rng, 20, 20);
+        for (a, b, nid) in &edges {
+            assert_eq!(
+                g.nid_between(*a, *b),
+                Some(*nid),
+                "a loaded edge was dropped"
+            );
+        }
+        let got: HashSet<PeerId> = g.adjacent(pid(20)).into_iter().map(|(u, _)| u).collect();
+        assert_eq!(got.len(), 2, "seed {seed}: {got:?}");
+        if got == HashSet::from([idle.0, idle.1]) {
+            assert!(
+                g.nid_between(idle.0, idle.1).is_none(),
+                "the idle edge was kept"
+            );
+        }
+        assert_views_agree(&g);
+        assert_connected(&g);
+    }
+}
+
+/// Every link as (lower id, higher id, NID), from both ends' full lists.
+fn all_links(g: &NeighbourGraph) -> Vec<(PeerId, PeerId, Nid)> {
+    let mut out = Vec::new();
+    for v in g.peers() {
+        for n in g.neighbours(v.id) {
+            if v.id < n.peer {
+                out.push((v.id, n.peer, n.nid));
+            }
+        }
+    }
+    out
+}
+
+/// Make-before-break: when every edge of the full peers carries a
+/// circuit, a newcomer still gets its links; the edges handed over stay up
+/// (listed at both ends) but leave path search and their ends' degree,
+/// and go (both ends told) once their circuits are uncounted.
+#[test]
+fn a_loaded_edge_retires_for_a_newcomer_and_goes_when_its_circuits_end() {
     let cfg = GraphConfig {
         min_degree: 3,
         max_degree: 3,
         ..Default::default()
     };
     let mut g = NeighbourGraph::new(cfg);
-    let mut rng = StdRng::seed_from_u64(25);
+    let mut rng = StdRng::seed_from_u64(26);
     for i in 0..20 {
         join(&mut g, &mut rng, i, i as u8);
     }
-    let mut edges: Vec<(PeerId, PeerId)> = Vec::new();
-    for v in g.peers() {
-        for (u, _) in g.adjacent(v.id) {
-            if v.id < u {
-                edges.push((v.id, u));
-            }
-        }
-    }
-    let idle = edges.pop().unwrap();
-    for (a, b) in &edges {
+    let before = all_links(&g);
+    for (a, b, _) in &before {
         g.account_path(&[*a, *b], true);
     }
     join(&mut g, &mut rng, 20, 20);
-    for (a, b) in &edges {
-        assert!(g.nid_between(*a, *b).is_some(), "a loaded edge was split");
+    assert_views_agree(&g);
+    assert_connected(&g);
+    assert!(g.adjacent(pid(20)).len() >= 2, "the newcomer got no links");
+    let mut retiring = Vec::new();
+    for (a, b, nid) in &before {
+        assert_eq!(
+            g.nid_between(*a, *b),
+            Some(*nid),
+            "a loaded edge was dropped"
+        );
+        if !g.adjacent(*a).contains(&(*b, *nid)) {
+            assert!(!g.adjacent(*b).contains(&(*a, *nid)));
+            retiring.push((*a, *b, *nid));
+        }
     }
-    let got: HashSet<PeerId> = g.adjacent(pid(20)).into_iter().map(|(u, _)| u).collect();
-    assert_eq!(
-        got,
-        HashSet::from([idle.0, idle.1]),
-        "the idle edge was not taken"
+    assert!(!retiring.is_empty(), "no edge retired");
+    for v in g.peers() {
+        assert!(
+            v.degree() <= 3,
+            "degree {} with retiring edges left out",
+            v.degree()
+        );
+    }
+    for p in g.peers().map(|v| v.id).collect::<Vec<_>>() {
+        g.take_dropped(p);
+    }
+    for (a, b, _) in &before {
+        g.account_path(&[*a, *b], false);
+    }
+    for (a, b, nid) in &retiring {
+        assert_eq!(
+            g.nid_between(*a, *b),
+            None,
+            "a retired edge outlived its circuits"
+        );
+        assert!(g.take_dropped(*a).contains(nid));
+        assert!(g.take_dropped(*b).contains(nid));
+    }
+    assert_views_agree(&g);
+    assert_connected(&g);
+}
+
+/// The case the retiring state is for: a second wave of newcomers into
+/// an overlay whose every edge carries circuits links across the whole
+/// graph, like the first wave (without it: 0.64 of its edge ends to each
+/// other against 0.16 uniform), and no loaded edge is dropped.
+#[test]
+fn a_second_wave_into_a_loaded_overlay_still_spreads() {
+    let mut g = NeighbourGraph::new(GraphConfig::default());
+    let mut rng = StdRng::seed_from_u64(27);
+    let s = staged_network(&mut g, &mut rng, 150, 10, 40);
+    let before = all_links(&g);
+    for (a, b, _) in &before {
+        g.account_path(&[*a, *b], true);
+    }
+    let at = |i: u16| SocketAddr::from(([10, 2, (i >> 8) as u8, i as u8], 1000));
+    let wave: Vec<PeerId> = (1000..1040).map(pid).collect();
+    for (i, p) in (1000..1040).zip(&wave) {
+        g.upsert(*p, at(i));
+    }
+    for (i, p) in (1000..1040).zip(&wave) {
+        g.set_reachable(*p, at(i), true);
+        g.refill(*p, &mut rng);
+    }
+    let settled = 150 + 10 + s.newcomers.len();
+    let frac = newcomer_pair_fraction(&g, &wave);
+    let uniform = uniform_pair_fraction(settled, wave.len(), g.config().min_degree);
+    assert!(
+        frac < 1.5 * uniform,
+        "second wave: newcomer–newcomer share {frac:.3}, uniform {uniform:.3}"
     );
-    assert!(g.nid_between(idle.0, idle.1).is_none());
+    for (a, b, nid) in &before {
+        assert_eq!(
+            g.nid_between(*a, *b),
+            Some(*nid),
+            "a loaded edge was dropped"
+        );
+    }
+    for p in &wave {
+        assert!(g.vertex(*p).unwrap().degree() >= g.config().min_degree);
+    }
     assert_views_agree(&g);
     assert_connected(&g);
 }
