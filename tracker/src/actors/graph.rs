@@ -234,7 +234,12 @@ impl Handler<PeerAnnounced> for GraphActor {
             self.metrics.setup_failures.inc_by(counted);
             apply_health(&mut t.graph, &changes, &self.health, &self.metrics);
         }
-        t.graph.hold_links(m.peer, &m.held_links, now);
+        // Links restored as retiring (a restart forgot they were) count one
+        // circuit for a load window, like a planned path; then they go.
+        let expiry = now.saturating_add(self.load_window.as_secs());
+        for pair in t.graph.hold_links(m.peer, &m.held_links, now) {
+            self.loads.push_back((expiry, pair.to_vec()));
+        }
         for (h, serve) in m.active {
             t.swarms.join(m.peer, h, serve);
         }

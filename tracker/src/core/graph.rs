@@ -264,9 +264,16 @@ impl NeighbourGraph {
     /// a claim that matches the other end's pending claim becomes an edge;
     /// other claims wait; claims by others on this peer that it does not
     /// confirm are refuted.
-    pub fn hold_links(&mut self, id: PeerId, held: &[(Nid, PeerId)], now: u64) {
+    ///
+    /// A confirmed link with a full end (it was retiring before a tracker
+    /// restart, which forgot that) is restored as retiring while both ends
+    /// have room for one, counting one circuit so it stays: the caller
+    /// uncounts that circuit (`account_path(.., false)` on the returned
+    /// pair) after its load window, and the edge goes then.
+    pub fn hold_links(&mut self, id: PeerId, held: &[(Nid, PeerId)], now: u64) -> Vec<[PeerId; 2]> {
+        let mut retired = Vec::new();
         let Some(&ix) = self.index.get(&id) else {
-            return;
+            return retired;
         };
         let held_set: HashSet<(Nid, PeerId)> = held.iter().copied().collect();
         // Refute claims on us we do not confirm.
@@ -312,13 +319,22 @@ impl NeighbourGraph {
             if theirs == Some(id) {
                 self.unclaim(other, nid, id);
                 self.unclaim(id, nid, other);
-                let ok = self.nid_in_use(ix, nid).is_none()
+                let free = self.nid_in_use(ix, nid).is_none()
                     && self.nid_in_use(oix, nid).is_none()
-                    && self.degree(ix) < self.cfg.max_degree
-                    && self.degree(oix) < self.cfg.max_degree
                     && self.ip_ok(ix, oix);
-                if ok {
+                let fits = |w: NodeIndex| self.degree(w) < self.cfg.max_degree;
+                let may_retire = |w: NodeIndex| {
+                    self.g
+                        .node_weight(w)
+                        .is_some_and(|v| v.retiring < MAX_RETIRING)
+                };
+                if free && fits(ix) && fits(oix) {
                     self.add_edge(ix, oix, nid, id.min(other));
+                } else if free && may_retire(ix) && may_retire(oix) {
+                    self.add_edge(ix, oix, nid, id.min(other));
+                    self.retire(ix, oix);
+                    self.account_path(&[id, other], true);
+                    retired.push([id, other]);
                 } else {
                     self.mark_dropped(ix, nid);
                     self.mark_dropped(oix, nid);
@@ -327,6 +343,7 @@ impl NeighbourGraph {
                 self.claim(id, nid, other, now);
             }
         }
+        retired
     }
 
     /// Drop claims whose other end never confirmed in time.
@@ -584,6 +601,25 @@ impl NeighbourGraph {
         for end in [a, b] {
             if let Some(v) = self.g.node_weight_mut(end) {
                 v.nids.insert(nid, e);
+            }
+        }
+    }
+
+    /// Mark the edge `a–b` retiring (`Link::retiring`).
+    fn retire(&mut self, a: NodeIndex, b: NodeIndex) {
+        let Some(l) = self
+            .g
+            .find_edge(a, b)
+            .and_then(|e| self.g.edge_weight_mut(e))
+        else {
+            return;
+        };
+        if std::mem::replace(&mut l.retiring, true) {
+            return;
+        }
+        for w in [a, b] {
+            if let Some(v) = self.g.node_weight_mut(w) {
+                v.retiring += 1;
             }
         }
     }

@@ -208,20 +208,13 @@ impl NeighbourGraph {
     /// returns the ends that got a new edge. Nobody is told to drop
     /// anything until the retiring edge's circuits are uncounted.
     fn retire_edge(&mut self, x: NodeIndex, y: NodeIndex, z: NodeIndex) -> Vec<PeerId> {
-        let Some(e) = self.g.find_edge(y, z) else {
-            return Vec::new();
-        };
         let Some(xid) = self.g.node_weight(x).map(|v| v.id) else {
             return Vec::new();
         };
-        if let Some(l) = self.g.edge_weight_mut(e) {
-            l.retiring = true;
+        if self.g.find_edge(y, z).is_none() {
+            return Vec::new();
         }
-        for w in [y, z] {
-            if let Some(v) = self.g.node_weight_mut(w) {
-                v.retiring += 1;
-            }
-        }
+        self.retire(y, z);
         let mut got = Vec::new();
         for w in [y, z] {
             if let Some(nid) = self.free_common_nid(x, w) {

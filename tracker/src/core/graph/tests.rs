@@ -209,6 +209,46 @@ fn restart_rebuilds_only_two_sided_edges() {
     assert_views_agree(&g);
 }
 
+/// After a restart, a link both ends confirm but that would put an end
+/// over `max_degree` (it was retiring before) is restored as retiring,
+/// counting one circuit, and goes when that circuit is uncounted; one more
+/// beyond the retiring allowance is refused.
+#[test]
+fn restart_restores_links_over_the_degree_as_retiring() {
+    let mut g = NeighbourGraph::new(GraphConfig {
+        min_degree: 0,
+        max_degree: 2,
+        ..Default::default()
+    });
+    let mut rng = StdRng::seed_from_u64(7);
+    for i in 0..6 {
+        join(&mut g, &mut rng, i, i as u8);
+    }
+    let held: Vec<(Nid, PeerId)> = (1..6).map(|i| (Nid(10 + i), pid(i))).collect();
+    let mut restored = Vec::new();
+    restored.extend(g.hold_links(pid(0), &held, 100));
+    for (nid, p) in &held {
+        restored.extend(g.hold_links(*p, &[(*nid, pid(0))], 101));
+    }
+    let links = g.neighbours(pid(0));
+    assert_eq!(links.len(), 2 + MAX_RETIRING, "{links:?}");
+    assert_eq!(g.vertex(pid(0)).unwrap().degree(), 2);
+    assert_eq!(g.adjacent(pid(0)).len(), 2, "retiring links in path search");
+    assert_eq!(restored.len(), MAX_RETIRING);
+    assert_eq!(
+        g.take_dropped(pid(0)),
+        vec![Nid(15)],
+        "the fifth link is refused"
+    );
+    assert_views_agree(&g);
+    for pair in &restored {
+        g.account_path(pair, false);
+    }
+    assert_eq!(g.neighbours(pid(0)).len(), 2);
+    assert_eq!(g.take_dropped(pid(0)), vec![Nid(13), Nid(14)]);
+    assert_views_agree(&g);
+}
+
 #[test]
 fn unconfirmed_claim_expires() {
     let mut g = NeighbourGraph::new(GraphConfig {
