@@ -288,6 +288,9 @@ impl SwarmCore {
         };
         self.picker.forget_conn(conn, &c);
         self.choker.forget(conn);
+        if !c.am_choking {
+            self.fill_free_slots(now);
+        }
         self.fill_all(now);
         true
     }

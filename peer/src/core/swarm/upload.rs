@@ -19,6 +19,8 @@
 //! ties broken at random. On top, one *optimistic* unchoke, drawn at random
 //! from the rest and kept for `optimistic_rounds` rounds, gives newcomers
 //! (who have nothing to trade yet) a way in. Everyone else is choked.
+//! Between rounds a slot that falls free (its holder closed or wants
+//! nothing more) goes to the next in line at once (`fill_free_slots`).
 
 use super::conn::InRequest;
 use super::{reason, Action, ConnId, SwarmCore};
@@ -127,13 +129,55 @@ impl SwarmCore {
 
     /// The remote says whether it wants what we have. A newly interested
     /// conn is unchoked at once if a regular slot is free, rather than
-    /// waiting for the next round.
+    /// waiting for the next round; one we unchoke that wants nothing more
+    /// (it completed) is choked and its slot goes to the next in line.
     pub(super) fn on_interested(&mut self, now: Instant, id: ConnId, interested: bool) {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
         c.peer_interested = interested;
-        if interested && c.am_choking && self.regular_unchoked() < self.cfg.unchoke_slots {
+        let choking = c.am_choking;
+        if interested && choking && self.regular_unchoked() < self.cfg.unchoke_slots {
+            self.set_choking(now, id, false);
+        } else if !interested && !choking {
+            self.set_choking(now, id, true);
+            self.choker.forget(id);
+            self.fill_free_slots(now);
+        }
+    }
+
+    /// Give the slots that fell free between rounds (a conn we unchoked
+    /// closed, or wants nothing more) to the best interested conns we
+    /// choke, ranked as in a round, and draw a new optimistic unchoke if
+    /// its holder went. When many downloads complete together, the rest
+    /// would otherwise wait up to a whole round (10 s) for a slot.
+    pub(super) fn fill_free_slots(&mut self, now: Instant) {
+        let seed = self.have.is_complete();
+        let mut waiting: Vec<(u8, u64, u32, ConnId)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.handshaken && c.peer_interested && c.am_choking)
+            .map(|(&id, c)| {
+                let rate = if seed { c.rate_up } else { c.rate_down };
+                (c.credit, rate, self.rng.random(), id)
+            })
+            .collect();
+        waiting.sort_unstable_by_key(|r| std::cmp::Reverse((r.0, r.1, r.2)));
+        let free = self
+            .cfg
+            .unchoke_slots
+            .saturating_sub(self.regular_unchoked());
+        let (regular, rest) = waiting.split_at(free.min(waiting.len()));
+        let regular: Vec<ConnId> = regular.iter().map(|r| r.3).collect();
+        let optimistic = match self.choker.optimistic {
+            None if !rest.is_empty() => Some(rest[self.rng.random_range(0..rest.len())].3),
+            _ => None,
+        };
+        for id in regular {
+            self.set_choking(now, id, false);
+        }
+        if let Some(id) = optimistic {
+            self.choker.optimistic = Some(id);
             self.set_choking(now, id, false);
         }
     }

@@ -233,11 +233,66 @@ fn choker_prefers_credit_then_rate_plus_one_optimistic() {
     let now = unchoked_now(&c);
     assert!(now.contains(&ConnId(3)) && now.contains(&ConnId(4)));
     assert_eq!(now.len(), 3);
-    // A conn that loses interest loses its slot at the next round.
+    // A conn that loses interest loses its slot at once.
     c.handle(t + round * 3, ConnId(3), Message::NotInterested);
-    drain(&mut c);
-    c.tick(t + round * 4);
+    assert!(sent(&drain(&mut c), ConnId(3)).contains(&Message::Choke));
     assert!(!unchoked_now(&c).contains(&ConnId(3)));
+    assert_eq!(unchoked_now(&c).len(), 3, "the slot went to another conn");
+}
+
+/// Slots that fall free between rounds — a conn we unchoke closes, or
+/// wants nothing more — go to the conns waiting at once, not at the next
+/// round (when many downloads complete together, the rest would stall).
+#[test]
+fn slots_that_fall_free_are_refilled_at_once() {
+    let t = Instant::now();
+    let cfg = SwarmConfig {
+        unchoke_slots: 1,
+        ..SwarmConfig::default()
+    };
+    let mut c = core(Bitfield::full(8), cfg);
+    for i in 1..=4u64 {
+        open(&mut c, t, ConnId(i));
+        c.handle(t, ConnId(i), Message::Interested);
+    }
+    c.tick(t);
+    drain(&mut c);
+    let unchoked = |c: &SwarmCore| -> Vec<ConnId> {
+        let mut v: Vec<ConnId> = c
+            .conns
+            .iter()
+            .filter(|(_, s)| !s.am_choking)
+            .map(|(&id, _)| id)
+            .collect();
+        v.sort();
+        v
+    };
+    let before = unchoked(&c);
+    assert_eq!(before.len(), 2, "one regular slot and the optimistic one");
+    let optimistic = c.choker.optimistic.expect("optimistic");
+    let regular = *before.iter().find(|&&id| id != optimistic).unwrap();
+
+    // The regular holder's circuit closes: a waiting conn is unchoked now.
+    let later = t + Duration::from_secs(1);
+    c.remove_conn(later, regular);
+    let acts = drain(&mut c);
+    let now = unchoked(&c);
+    assert_eq!(now.len(), 2, "{now:?}");
+    let newcomer = *now.iter().find(|&&id| id != optimistic).unwrap();
+    assert_eq!(sent(&acts, newcomer), vec![Message::Unchoke]);
+
+    // The optimistic holder completes: choked, and the last waiting conn
+    // becomes the optimistic one.
+    c.handle(later, optimistic, Message::NotInterested);
+    let acts = drain(&mut c);
+    assert_eq!(sent(&acts, optimistic), vec![Message::Choke]);
+    let last = (1..=4u64)
+        .map(ConnId)
+        .find(|id| ![regular, optimistic, newcomer].contains(id))
+        .unwrap();
+    assert_eq!(sent(&acts, last), vec![Message::Unchoke]);
+    assert_eq!(c.choker.optimistic, Some(last));
+    assert_eq!(unchoked(&c).len(), 2);
 }
 
 /// A leech missing only piece 7, with A and B (seeds) handshaken.
