@@ -422,17 +422,23 @@ fn link_loss_breaks_the_other_half() {
     assert_eq!(h.core.link_of(Nid(2)), None);
 }
 
+/// Originate a one-relay circuit whose first hop is `nid`.
+fn originate_to(h: &mut Harness, nid: Nid) -> (CircKey, Box<[u8; CREATE_CODE_LEN]>) {
+    let (code, keys) = code_for_us(true, UNIX + 100, 7);
+    let layers = OriginLayers::new(&[keys]).expect("layers");
+    let key = h
+        .core
+        .originate(h.now, nid, &code, layers)
+        .expect("originate");
+    (key, code)
+}
+
 /// Our own first hop's link dies: the originated circuit is reported
 /// closed with the first hop's NID, so it counts as a failed circuit.
 #[test]
 fn losing_the_first_hop_closes_an_originated_circuit_as_failed() {
     let mut h = harness(8);
-    let (code, keys) = code_for_us(true, UNIX + 100, 7);
-    let layers = OriginLayers::new(&[keys]).expect("layers");
-    let key = h
-        .core
-        .originate(h.now, Nid(2), &code, layers)
-        .expect("originate");
+    let (key, _) = originate_to(&mut h, Nid(2));
     h.sent(h.b);
     h.core.link_lost(h.now, h.b);
     let closed = closes(&mut h);
@@ -466,12 +472,7 @@ fn an_originated_circuit_waits_for_its_first_hops_link() {
     for comes in [true, false] {
         let mut h = harness(8);
         h.core.link_lost(h.now, h.b);
-        let (code, keys) = code_for_us(true, UNIX + 100, 7);
-        let layers = OriginLayers::new(&[keys]).expect("layers");
-        let key = h
-            .core
-            .originate(h.now, Nid(2), &code, layers)
-            .expect("originate");
+        let (key, code) = originate_to(&mut h, Nid(2));
         assert!(closes(&mut h).is_empty());
         let deadline = h.core.poll_timeout().expect("a wait deadline");
         assert_eq!(deadline, h.now + Duration::from_secs(2));

@@ -81,10 +81,7 @@ impl NeighbourGraph {
                 }
             } else if self.room(ix) >= 2 {
                 if let Some(z) = self.handover_edge(ix, y, rng) {
-                    added.extend(match self.may_retire(y, z) {
-                        true => self.retire_edge(ix, y, z),
-                        false => self.split_edge(ix, y, z),
-                    });
+                    added.extend(self.hand_over(ix, y, z));
                 }
             }
         }
@@ -126,12 +123,9 @@ impl NeighbourGraph {
             let Some((y, z)) = self.least_loaded_split(ix) else {
                 break;
             };
-            added.extend(match self.may_retire(y, z) {
-                true => self.retire_edge(ix, y, z),
-                // Nothing idle and no room to retire: the newcomer's links
-                // come first (the scan's last resort breaks circuits).
-                false => self.split_edge(ix, y, z),
-            });
+            // With nothing idle and no room to retire, the newcomer's links
+            // come first: the scan's last resort may break circuits.
+            added.extend(self.hand_over(ix, y, z));
         }
     }
 
@@ -204,27 +198,6 @@ impl NeighbourGraph {
             })
     }
 
-    /// Make-before-break: `y–z` retires and `x` links to both (`x` dials);
-    /// returns the ends that got a new edge. Nobody is told to drop
-    /// anything until the retiring edge's circuits are uncounted.
-    fn retire_edge(&mut self, x: NodeIndex, y: NodeIndex, z: NodeIndex) -> Vec<PeerId> {
-        let Some(xid) = self.g.node_weight(x).map(|v| v.id) else {
-            return Vec::new();
-        };
-        if self.g.find_edge(y, z).is_none() {
-            return Vec::new();
-        }
-        self.retire(y, z);
-        let mut got = Vec::new();
-        for w in [y, z] {
-            if let Some(nid) = self.free_common_nid(x, w) {
-                self.add_edge(x, w, nid, xid);
-                got.extend(self.g.node_weight(w).map(|v| v.id));
-            }
-        }
-        got
-    }
-
     /// The least loaded edge `y–z` anywhere whose ends may both link to `x`
     /// (retiring edges are on their way out already).
     fn least_loaded_split(&self, x: NodeIndex) -> Option<(NodeIndex, NodeIndex)> {
@@ -237,15 +210,22 @@ impl NeighbourGraph {
     }
 
     /// Replace the edge `y–z` by `x–y` and `x–z` (`x` dials both); returns
-    /// the ends that got a new edge. `y` and `z` learn the dropped NID.
-    fn split_edge(&mut self, x: NodeIndex, y: NodeIndex, z: NodeIndex) -> Vec<PeerId> {
+    /// the ends that got a new edge. A `y–z` that carries circuits retires
+    /// if it may (make-before-break: nobody is told anything until its
+    /// circuits are uncounted); otherwise it is dropped now and `y` and `z`
+    /// learn the NID.
+    fn hand_over(&mut self, x: NodeIndex, y: NodeIndex, z: NodeIndex) -> Vec<PeerId> {
         let Some(e) = self.g.find_edge(y, z) else {
             return Vec::new();
         };
         let Some(xid) = self.g.node_weight(x).map(|v| v.id) else {
             return Vec::new();
         };
-        self.drop_edge(e, None);
+        if self.may_retire(y, z) {
+            self.retire(y, z);
+        } else {
+            self.drop_edge(e, None);
+        }
         let mut got = Vec::new();
         for w in [y, z] {
             if let Some(nid) = self.free_common_nid(x, w) {
