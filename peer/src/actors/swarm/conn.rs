@@ -8,9 +8,10 @@
 //! reading while more than [`PAUSE_ABOVE`] bytes wait for the writer, until
 //! half of that is left: a remote whose requests come faster than its
 //! circuit carries the answers (or that never reads them) is slowed by its
-//! own circuit's flow control, and what we queue for it stays bounded. Closing drops the
-//! writer's queue sender; the writer then writes what is queued and shuts
-//! the stream down (our FIN), so a last `Piece` is not cut off.
+//! own circuit's flow control, and what we queue for it stays bounded.
+//! Closing drops the writer's queue sender; the writer then writes what is
+//! queued and shuts the stream down (our FIN), so a last `Piece` is not cut
+//! off.
 
 use std::cell::Cell;
 use std::rc::Rc;

@@ -152,34 +152,44 @@ impl SwarmCore {
     /// its holder went. When many downloads complete together, the rest
     /// would otherwise wait up to a whole round (10 s) for a slot.
     pub(super) fn fill_free_slots(&mut self, now: Instant) {
-        let seed = self.have.is_complete();
-        let mut waiting: Vec<(u8, u64, u32, ConnId)> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.handshaken && c.peer_interested && c.am_choking)
-            .map(|(&id, c)| {
-                let rate = if seed { c.rate_up } else { c.rate_down };
-                (c.credit, rate, self.rng.random(), id)
-            })
-            .collect();
-        waiting.sort_unstable_by_key(|r| std::cmp::Reverse((r.0, r.1, r.2)));
+        let waiting = self.ranked(|c| c.am_choking);
         let free = self
             .cfg
             .unchoke_slots
             .saturating_sub(self.regular_unchoked());
         let (regular, rest) = waiting.split_at(free.min(waiting.len()));
-        let regular: Vec<ConnId> = regular.iter().map(|r| r.3).collect();
         let optimistic = match self.choker.optimistic {
-            None if !rest.is_empty() => Some(rest[self.rng.random_range(0..rest.len())].3),
-            _ => None,
+            None => self.draw(rest),
+            Some(_) => None,
         };
-        for id in regular {
+        for &id in regular {
             self.set_choking(now, id, false);
         }
         if let Some(id) = optimistic {
             self.choker.optimistic = Some(id);
             self.set_choking(now, id, false);
         }
+    }
+
+    /// Handshaken interested conns that pass `filter`, best first: credit
+    /// tier, then rate (bytes they sent us last round, or, once we are a
+    /// seed, bytes we sent them), ties broken at random.
+    fn ranked(&mut self, filter: impl Fn(&super::conn::Conn) -> bool) -> Vec<ConnId> {
+        let seed = self.have.is_complete();
+        let mut ranked: Vec<(u8, u64, u32, ConnId)> = Vec::new();
+        for (&id, c) in &self.conns {
+            if c.handshaken && c.peer_interested && filter(c) {
+                let rate = if seed { c.rate_up } else { c.rate_down };
+                ranked.push((c.credit, rate, self.rng.random(), id));
+            }
+        }
+        ranked.sort_unstable_by_key(|r| std::cmp::Reverse((r.0, r.1, r.2)));
+        ranked.into_iter().map(|r| r.3).collect()
+    }
+
+    /// One of `from` at random, if any.
+    fn draw(&mut self, from: &[ConnId]) -> Option<ConnId> {
+        (!from.is_empty()).then(|| from[self.rng.random_range(0..from.len())])
     }
 
     /// Choke or unchoke `id`, sending the message if the flag changes.
@@ -241,27 +251,11 @@ impl SwarmCore {
     pub(super) fn choke_round(&mut self, now: Instant) {
         self.choker.last = Some(now);
         self.choker.rounds += 1;
-        let seed = self.have.is_complete();
-        // Rank interested conns: tier, rate, random tie-break.
-        let mut ranked: Vec<(u8, u64, u32, ConnId)> = Vec::new();
-        for (&id, c) in self.conns.iter_mut() {
+        for c in self.conns.values_mut() {
             c.roll_round();
-            if c.handshaken && c.peer_interested {
-                let rate = if seed { c.rate_up } else { c.rate_down };
-                ranked.push((c.credit, rate, self.rng.random(), id));
-            }
         }
-        ranked.sort_unstable_by_key(|r| std::cmp::Reverse((r.0, r.1, r.2)));
-        let regular: Vec<ConnId> = ranked
-            .iter()
-            .take(self.cfg.unchoke_slots)
-            .map(|r| r.3)
-            .collect();
-        let rest: Vec<ConnId> = ranked
-            .iter()
-            .skip(self.cfg.unchoke_slots)
-            .map(|r| r.3)
-            .collect();
+        let ranked = self.ranked(|_| true);
+        let (regular, rest) = ranked.split_at(self.cfg.unchoke_slots.min(ranked.len()));
         // Rotate the optimistic slot on schedule, or when its holder left,
         // lost interest or earned a regular slot.
         let period = u64::from(self.cfg.optimistic_rounds.max(1));
@@ -272,8 +266,7 @@ impl SwarmCore {
             .filter(|o| !rotate && rest.contains(o));
         self.choker.optimistic = match keep {
             Some(o) => Some(o),
-            None if rest.is_empty() => None,
-            None => rest.get(self.rng.random_range(0..rest.len())).copied(),
+            None => self.draw(rest),
         };
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
