@@ -323,14 +323,9 @@ impl NeighbourGraph {
                     && self.nid_in_use(oix, nid).is_none()
                     && self.ip_ok(ix, oix);
                 let fits = |w: NodeIndex| self.degree(w) < self.cfg.max_degree;
-                let may_retire = |w: NodeIndex| {
-                    self.g
-                        .node_weight(w)
-                        .is_some_and(|v| v.retiring < MAX_RETIRING)
-                };
                 if free && fits(ix) && fits(oix) {
                     self.add_edge(ix, oix, nid, id.min(other));
-                } else if free && may_retire(ix) && may_retire(oix) {
+                } else if free && self.retire_room(ix) && self.retire_room(oix) {
                     self.add_edge(ix, oix, nid, id.min(other));
                     self.retire(ix, oix);
                     self.account_path(&[id, other], true);
@@ -603,6 +598,13 @@ impl NeighbourGraph {
                 v.nids.insert(nid, e);
             }
         }
+    }
+
+    /// The vertex may take one more retiring edge (`MAX_RETIRING`).
+    fn retire_room(&self, w: NodeIndex) -> bool {
+        self.g
+            .node_weight(w)
+            .is_some_and(|v| v.retiring < MAX_RETIRING)
     }
 
     /// Mark the edge `a–b` retiring (`Link::retiring`).

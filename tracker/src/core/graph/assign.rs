@@ -173,11 +173,11 @@ impl NeighbourGraph {
             .g
             .edges(y)
             .filter(|e| !e.weight().retiring)
-            .filter(|e| {
-                let z = super::far_end(e, y);
-                self.partner_ok(x, z) && (e.weight().circuits == 0 || self.may_retire(y, z))
+            .map(|e| (super::far_end(&e, y), e.weight().circuits))
+            .filter(|&(z, circuits)| {
+                self.partner_ok(x, z) && (circuits == 0 || self.may_retire(y, z))
             })
-            .map(|e| super::far_end(&e, y))
+            .map(|(z, _)| z)
             .collect();
         zs.choose(rng).copied()
     }
@@ -190,12 +190,7 @@ impl NeighbourGraph {
             .find_edge(y, z)
             .and_then(|e| self.g.edge_weight(e))
             .is_some_and(|l| l.circuits > 0);
-        loaded
-            && [y, z].iter().all(|&w| {
-                self.g
-                    .node_weight(w)
-                    .is_some_and(|v| v.retiring < super::MAX_RETIRING)
-            })
+        loaded && self.retire_room(y) && self.retire_room(z)
     }
 
     /// The least loaded edge `y–z` anywhere whose ends may both link to `x`
