@@ -86,7 +86,7 @@ impl RelayCore {
     }
 
     /// Send a peeled circuit's CREATE on `next` (its link to the next hop)
-    /// and wait for CONFIRM.
+    /// and wait for CONFIRM; BREAK(overloaded) if `next` has no free id.
     pub(super) fn extend(
         &mut self,
         now: Instant,
@@ -94,14 +94,30 @@ impl RelayCore {
         next: LinkId,
         code: Box<[u8; CREATE_CODE_LEN]>,
     ) {
+        if !self.create_on(now, key, next, code) {
+            self.kill(now, key, BreakReason::Overloaded, None);
+        }
+    }
+
+    /// Circuit `key` sends its CREATE on a fresh id of `next` and waits
+    /// for CONFIRM (Extending, with a set-up deadline). False, with
+    /// nothing changed, if `next` has no free id; true if the circuit is
+    /// gone.
+    pub(super) fn create_on(
+        &mut self,
+        now: Instant,
+        key: CircKey,
+        next: LinkId,
+        code: Box<[u8; CREATE_CODE_LEN]>,
+    ) -> bool {
         if !self.circuits.contains_key(&key) {
-            return;
+            return true;
         }
         let Some(id) = self.links.get_mut(&next).and_then(|l| l.alloc.allocate()) else {
-            return self.kill(now, key, BreakReason::Overloaded, None);
+            return false;
         };
         let Some(c) = self.circuits.get_mut(&key) else {
-            return;
+            return true;
         };
         c.fwd = Some(Side {
             end: End::Link(next, id),
@@ -112,6 +128,7 @@ impl RelayCore {
         };
         self.halves.insert((next, id), Slot::Live(key));
         self.send_ctrl(next, id, CellMsg::Create(code));
+        true
     }
 
     /// The shell's answer to [`Output::Peel`].

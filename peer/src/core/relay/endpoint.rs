@@ -7,7 +7,7 @@
 //! and taking them is what returns credit upstream. So a reader that stops
 //! taking stops the sender after one window.
 
-use super::table::{Circuit, Crypto, Dir, End, Flow, Side, Slot, Stage};
+use super::table::{Circuit, Crypto, Dir, End, Flow, Side, Stage};
 use super::{take_credit, CircKey, RelayCore};
 use anomos_common::cell::{
     BreakReason, CellMsg, Command, CELL_BODY_LEN, CELL_HEADER_LEN, CELL_LEN, CREATE_CODE_LEN,
@@ -56,44 +56,35 @@ impl RelayCore {
         if self.circuits.len() >= self.cfg.max_circuits {
             return Err(OriginateError::Full);
         }
-        let window = self.cfg.window;
         let key = CircKey(self.fresh_id());
-        let mut circuit = Circuit {
-            back: Side {
-                end: End::Local,
-                flow: Flow::new(window),
+        self.circuits.insert(
+            key,
+            Circuit {
+                back: Side {
+                    end: End::Local,
+                    flow: Flow::new(self.cfg.window),
+                },
+                fwd: None,
+                stage: Stage::AwaitingLink {
+                    nid,
+                    deadline: now + self.cfg.link_wait,
+                },
+                crypto: Crypto::Origin(Box::new(layers)),
             },
-            fwd: None,
-            stage: Stage::AwaitingLink {
-                nid,
-                deadline: now + self.cfg.link_wait,
-            },
-            crypto: Crypto::Origin(Box::new(layers)),
-        };
+        );
         let link = self
             .link_of(nid)
             .filter(|l| self.links.get(l).is_some_and(|s| !s.closing));
+        let code = Box::new(*code);
         match link {
             Some(link) => {
-                let alloc = self.links.get_mut(&link).map(|l| l.alloc.allocate());
-                let id = alloc.flatten().ok_or(OriginateError::Full)?;
-                circuit.fwd = Some(Side {
-                    end: End::Link(link, id),
-                    flow: Flow::new(window),
-                });
-                circuit.stage = Stage::Extending {
-                    deadline: now + self.cfg.setup_timeout,
-                };
-                self.halves.insert((link, id), Slot::Live(key));
-                self.send_ctrl(link, id, CellMsg::Create(Box::new(*code)));
+                if !self.create_on(now, key, link, code) {
+                    self.circuits.remove(&key);
+                    return Err(OriginateError::Full);
+                }
             }
-            None => self
-                .awaiting
-                .entry(nid)
-                .or_default()
-                .push((key, Box::new(*code))),
+            None => self.awaiting.entry(nid).or_default().push((key, code)),
         }
-        self.circuits.insert(key, circuit);
         self.metrics.circuits_active.set(self.circuits.len() as i64);
         Ok(key)
     }
