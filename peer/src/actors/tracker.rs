@@ -52,9 +52,18 @@ use crate::net::NeighbourTable;
 
 /// Events and requests queued at most (the listener uses `try_send`).
 const MAILBOX: usize = 64;
-/// Failed circuit ids kept for the next announce at most (the oldest
-/// reports are the least useful; the body stays far under its limit).
-const MAX_FAILED_CIRCUITS: usize = 256;
+/// Grant ids kept for the next announce at most, per kind of report
+/// (failed circuits, bad sources); the body stays far under its limit.
+const MAX_REPORTED_GRANTS: usize = 256;
+
+/// Keep grant `id` for the next announce. Bounded while the tracker is
+/// away: ids are random, so the smallest is an arbitrary one to drop.
+fn report_grant(ids: &mut BTreeSet<u64>, id: u64) {
+    ids.insert(id);
+    while ids.len() > MAX_REPORTED_GRANTS {
+        ids.pop_first();
+    }
+}
 
 /// Whether a grant that failed with `why` (`CircuitError::kind`) went
 /// silent on its path: CREATE went out and nothing came back in time (our
@@ -419,13 +428,8 @@ impl<P: Plane> Tracker<P> {
             let ok = matches!(res, Ok(Ok(())));
             if let Ok(Err(why)) = res {
                 tracing::info!(why, "circuit failed to open");
-                // Bounded while the tracker is away: ids are random, so the
-                // smallest is an arbitrary one to drop.
                 if failed_on_path(why) {
-                    act.failed_circuits.insert(id);
-                    while act.failed_circuits.len() > MAX_FAILED_CIRCUITS {
-                        act.failed_circuits.pop_first();
-                    }
+                    report_grant(&mut act.failed_circuits, id);
                 }
             }
             // A failed circuit is asked for again at once.
@@ -465,11 +469,7 @@ impl<P: Plane> Handler<CircuitFailed> for Tracker<P> {
 impl<P: Plane> Handler<BadSource> for Tracker<P> {
     type Result = ();
     fn handle(&mut self, m: BadSource, ctx: &mut Context<Self>) {
-        self.bad_sources.insert(m.grant);
-        // Bounded like the failed circuits: ids are random.
-        while self.bad_sources.len() > MAX_FAILED_CIRCUITS {
-            self.bad_sources.pop_first();
-        }
+        report_grant(&mut self.bad_sources, m.grant);
         self.announce_soon(ctx);
     }
 }
