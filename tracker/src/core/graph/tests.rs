@@ -462,22 +462,27 @@ fn late_newcomers_get_neighbours_across_the_whole_graph() {
     }
 }
 
+/// Twenty peers with room for exactly three links each, joined one by one.
+fn twenty_full_peers(seed: u64) -> (NeighbourGraph, StdRng) {
+    let mut g = NeighbourGraph::new(GraphConfig {
+        min_degree: 3,
+        max_degree: 3,
+        ..Default::default()
+    });
+    let mut rng = StdRng::seed_from_u64(seed);
+    for i in 0..20 {
+        join(&mut g, &mut rng, i, i as u8);
+    }
+    (g, rng)
+}
+
 /// A full peer hands a newcomer an idle edge outright and a loaded one
 /// only by retiring it: joining never drops an edge that carries a
 /// circuit, even where the only idle edge is elsewhere.
 #[test]
 fn joining_never_drops_a_loaded_edge() {
-    let cfg = GraphConfig {
-        min_degree: 3,
-        max_degree: 3,
-        ..Default::default()
-    };
     for seed in 25..35 {
-        let mut g = NeighbourGraph::new(cfg.clone());
-        let mut rng = StdRng::seed_from_u64(seed);
-        for i in 0..20 {
-            join(&mut g, &mut rng, i, i as u8);
-        }
+        let (mut g, mut rng) = twenty_full_peers(seed);
         let mut edges = all_links(&g);
         let idle = edges.pop().unwrap();
         for (a, b, _) in &edges {
@@ -523,16 +528,7 @@ fn all_links(g: &NeighbourGraph) -> Vec<(PeerId, PeerId, Nid)> {
 /// and go (both ends told) once their circuits are uncounted.
 #[test]
 fn a_loaded_edge_retires_for_a_newcomer_and_goes_when_its_circuits_end() {
-    let cfg = GraphConfig {
-        min_degree: 3,
-        max_degree: 3,
-        ..Default::default()
-    };
-    let mut g = NeighbourGraph::new(cfg);
-    let mut rng = StdRng::seed_from_u64(26);
-    for i in 0..20 {
-        join(&mut g, &mut rng, i, i as u8);
-    }
+    let (mut g, mut rng) = twenty_full_peers(26);
     let before = all_links(&g);
     for (a, b, _) in &before {
         g.account_path(&[*a, *b], true);

@@ -179,6 +179,15 @@ fn choke_drops_reads_and_grace_expires() {
     );
 }
 
+/// The conns we unchoke, in id order.
+fn unchoked(c: &SwarmCore) -> Vec<ConnId> {
+    c.conns
+        .iter()
+        .filter(|(_, s)| !s.am_choking)
+        .map(|(&id, _)| id)
+        .collect()
+}
+
 #[test]
 fn choker_prefers_credit_then_rate_plus_one_optimistic() {
     let t = Instant::now();
@@ -200,25 +209,18 @@ fn choker_prefers_credit_then_rate_plus_one_optimistic() {
     }
     // Free slots are filled at once, in arrival order.
     let acts = drain(&mut c);
-    let unchoked: Vec<ConnId> = (1..=6)
+    let first: Vec<ConnId> = (1..=6)
         .map(ConnId)
         .filter(|&id| sent(&acts, id).contains(&Message::Unchoke))
         .collect();
-    assert_eq!(unchoked, vec![ConnId(1), ConnId(2)]);
+    assert_eq!(first, vec![ConnId(1), ConnId(2)]);
     // As a seed, rate is what we upload: conn 3 took the most.
     c.conns.get_mut(&ConnId(3)).expect("conn").round_up = 5000;
-    let unchoked_now = |c: &SwarmCore| -> Vec<ConnId> {
-        c.conns
-            .iter()
-            .filter(|(_, s)| !s.am_choking)
-            .map(|(&id, _)| id)
-            .collect()
-    };
     c.tick(t);
     let opt = c.choker.optimistic.expect("optimistic");
     let mut want = vec![ConnId(5), ConnId(6), opt];
     want.sort();
-    assert_eq!(unchoked_now(&c), want, "credit tiers win the regular slots");
+    assert_eq!(unchoked(&c), want, "credit tiers win the regular slots");
     // The optimistic slot holds for optimistic_rounds (3) rounds.
     c.tick(t + round);
     c.tick(t + round * 2);
@@ -230,14 +232,14 @@ fn choker_prefers_credit_then_rate_plus_one_optimistic() {
     c.conns.get_mut(&ConnId(3)).expect("conn").round_up = 5000;
     c.conns.get_mut(&ConnId(4)).expect("conn").round_up = 4000;
     c.tick(t + round * 3);
-    let now = unchoked_now(&c);
+    let now = unchoked(&c);
     assert!(now.contains(&ConnId(3)) && now.contains(&ConnId(4)));
     assert_eq!(now.len(), 3);
     // A conn that loses interest loses its slot at once.
     c.handle(t + round * 3, ConnId(3), Message::NotInterested);
     assert!(sent(&drain(&mut c), ConnId(3)).contains(&Message::Choke));
-    assert!(!unchoked_now(&c).contains(&ConnId(3)));
-    assert_eq!(unchoked_now(&c).len(), 3, "the slot went to another conn");
+    assert!(!unchoked(&c).contains(&ConnId(3)));
+    assert_eq!(unchoked(&c).len(), 3, "the slot went to another conn");
 }
 
 /// Slots that fall free between rounds — a conn we unchoke closes, or
@@ -257,16 +259,6 @@ fn slots_that_fall_free_are_refilled_at_once() {
     }
     c.tick(t);
     drain(&mut c);
-    let unchoked = |c: &SwarmCore| -> Vec<ConnId> {
-        let mut v: Vec<ConnId> = c
-            .conns
-            .iter()
-            .filter(|(_, s)| !s.am_choking)
-            .map(|(&id, _)| id)
-            .collect();
-        v.sort();
-        v
-    };
     let before = unchoked(&c);
     assert_eq!(before.len(), 2, "one regular slot and the optimistic one");
     let optimistic = c.choker.optimistic.expect("optimistic");
