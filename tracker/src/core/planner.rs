@@ -5,10 +5,7 @@
 //! in hash order carried the whole swarm. Here:
 //!
 //! * destinations are a uniform random sample of the swarm members that can
-//!   serve, distinct per circuit while there are enough of them; a download
-//!   that wants more circuits than there are sources gets several to each,
-//!   in rounds (no source a second before every reachable one has one), at
-//!   once rather than one per announce;
+//!   serve, distinct per circuit;
 //! * the relay count is uniform in `[min_relays, max_relays]` per circuit,
 //!   and a circuit keeps its drawn count while it tries destinations: in a
 //!   well-mixed overlay long paths are found far more often than short
@@ -77,11 +74,10 @@ impl PlannedPath {
     }
 }
 
-/// Plan up to `wanted` circuits from `origin` to destinations drawn
-/// uniformly from `servers` (distinct until each reachable one has a
-/// circuit, then again in a new round), each with its own relay count
-/// drawn uniformly. A circuit tries destinations in random order with its
-/// count; fewer (or no) paths is a normal outcome.
+/// Plan up to `wanted` circuits from `origin`, each to a distinct
+/// destination drawn uniformly from `servers`, each with its own relay
+/// count drawn uniformly. A circuit tries destinations in random order
+/// with its count; fewer (or no) paths is a normal outcome.
 pub fn plan<R: Rng + ?Sized>(
     g: &NeighbourGraph,
     rng: &mut R,
@@ -98,22 +94,10 @@ pub fn plan<R: Rng + ?Sized>(
         .collect();
     dests.shuffle(rng);
     let mut out = Vec::new();
-    // Destinations a circuit of this plan reached, for another round.
-    let mut reached = Vec::new();
     // One search per destination as before, plus one per circuit: a slot
     // may revisit destinations another relay count could not reach.
     let mut searches = dests.len().saturating_add(wanted);
-    while out.len() < wanted && searches > 0 {
-        if dests.is_empty() {
-            // Fewer sources than circuits wanted: another round over the
-            // ones reached (each with fresh relays), rather than making
-            // the download ask again for each.
-            if reached.is_empty() {
-                break;
-            }
-            dests = std::mem::take(&mut reached);
-            dests.shuffle(rng);
-        }
+    while out.len() < wanted && !dests.is_empty() && searches > 0 {
         let relays = rng.random_range(cfg.min_relays..=cfg.max_relays.max(cfg.min_relays));
         let mut found = None;
         for (i, d) in dests.iter().enumerate() {
@@ -127,7 +111,7 @@ pub fn plan<R: Rng + ?Sized>(
             }
         }
         if let Some((i, p)) = found {
-            reached.push(dests.swap_remove(i));
+            dests.swap_remove(i);
             out.push(p);
         }
     }

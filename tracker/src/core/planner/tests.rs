@@ -89,33 +89,6 @@ fn several_circuits_go_to_distinct_destinations() {
     assert_eq!(d.len(), 5);
 }
 
-/// Fewer sources than circuits wanted: every circuit is planned at once,
-/// spread evenly over the sources (each source at most once per round).
-#[test]
-fn fewer_sources_than_circuits_get_several_each_evenly() {
-    let mut rng = StdRng::seed_from_u64(13);
-    let g = graph(60, 60, &mut rng);
-    let cfg = PlanConfig::default();
-    let ps = plan(&g, &mut rng, &cfg, pid(0), &[pid(7)], 4);
-    assert_eq!(ps.len(), 4);
-    assert!(ps.iter().all(|p| p.hops.last() == Some(&pid(7))));
-    for p in &ps {
-        assert_valid(&g, p, &cfg);
-    }
-    let servers = [pid(7), pid(21), pid(40)];
-    let ps = plan(&g, &mut rng, &cfg, pid(0), &servers, 7);
-    assert_eq!(ps.len(), 7);
-    let mut per: HashMap<PeerId, usize> = HashMap::new();
-    for p in &ps {
-        *per.entry(*p.hops.last().unwrap()).or_default() += 1;
-    }
-    let mut counts: Vec<usize> = per.values().copied().collect();
-    counts.sort();
-    assert_eq!(counts, vec![2, 2, 3]);
-    // Nobody to serve: nothing, and no endless rounds.
-    assert!(plan(&g, &mut rng, &cfg, pid(0), &[pid(0)], 4).is_empty());
-}
-
 /// A relay or source a neighbour reported dead carries no new circuit
 /// until it announces again.
 #[test]
